@@ -1,0 +1,38 @@
+//! Generates the gRPC code for the public API, the cluster admin API and the Raft transport,
+//! with the vendored `protoc` so that a bare machine builds, and records the build's commit and date.
+
+use std::process::Command;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    let include = protoc_bin_vendored::include_path()?;
+    let protos = [
+        "proto/aidememory.proto",
+        "proto/cluster.proto",
+        "proto/raft.proto",
+    ]
+    .map(std::path::PathBuf::from);
+    tonic_prost_build::configure()
+        .compile_protos(&protos, &[std::path::PathBuf::from("proto"), include])?;
+
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=AIDE_COMMIT={commit}");
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=AIDE_BUILD_DATE={date}");
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `aide cluster`: init, join, leave, remove, status, members.
+
+use super::print::Printer;
+use super::CliError;
+use crate::client::Client;
+use crate::grpc::pb::cluster::{self as pb, Member, NodeStatus};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Make the node (started with --no-init) the first member of a new cluster.
+    Init,
+    /// Add the node listening at ADDR to the cluster: a learner first, a voter once caught up.
+    /// (`aide serve --join MEMBER` does this for a new node by itself.)
+    Join {
+        addr: String,
+        /// The id to give the node; the next free one when unset.
+        #[arg(long)]
+        node_id: Option<u64>,
+    },
+    /// Remove the node this command talks to (--remote) from its cluster.
+    Leave,
+    /// Remove a node from the cluster (refused when the rest could not form a quorum).
+    Remove { node_id: u64 },
+    /// Every node: id, address, role, state, term, last log and applied index, lag, reachable.
+    Status,
+    /// The members as the node knows them.
+    Members,
+}
+
+fn member_json(m: &Member) -> Value {
+    json!({ "node_id": m.node_id, "address": m.address, "role": m.role })
+}
+
+fn members_json(ms: &[Member]) -> Value {
+    Value::Array(ms.iter().map(member_json).collect())
+}
+
+fn status_json(n: &NodeStatus) -> Value {
+    json!({
+        "node_id": n.node_id,
+        "address": n.address,
+        "role": n.role,
+        "state": n.state,
+        "term": n.term,
+        "last_log_index": n.last_log_index,
+        "applied_index": n.applied_index,
+        "lag": n.lag,
+        "reachable": n.reachable,
+    })
+}
+
+pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliError> {
+    match cmd {
+        ClusterCmd::Init => {
+            let r = c.cluster_init(pb::InitRequest {}).await?;
+            out.either(
+                format!("Initialized a new cluster with node {}", r.node_id),
+                json!({ "node_id": r.node_id, "members": members_json(&r.members) }),
+            );
+        }
+        ClusterCmd::Join { addr, node_id } => {
+            let r = c
+                .cluster_join(pb::JoinRequest {
+                    node_id: node_id.unwrap_or(0),
+                    address: addr.clone(),
+                })
+                .await?;
+            out.either(
+                format!("Added node {} at {addr} as a learner; it becomes a voter once caught up", r.node_id),
+                json!({ "node_id": r.node_id, "leader_id": r.leader_id, "members": members_json(&r.members) }),
+            );
+        }
+        ClusterCmd::Leave => {
+            let r = c.cluster_leave(pb::LeaveRequest {}).await?;
+            out.either(
+                format!("Left the cluster through {}", c.endpoint()),
+                json!({ "members": members_json(&r.members) }),
+            );
+        }
+        ClusterCmd::Remove { node_id } => {
+            let r = c.cluster_remove(pb::RemoveRequest { node_id }).await?;
+            out.either(
+                format!("Removed node {node_id}"),
+                json!({ "members": members_json(&r.members) }),
+            );
+        }
+        ClusterCmd::Status => {
+            let r = c.cluster_status(pb::StatusRequest {}).await?;
+            if out.json() {
+                out.value(&json!({
+                    "leader_id": r.leader_id,
+                    "term": r.term,
+                    "nodes": r.nodes.iter().map(status_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!(
+                    "{:<4} {:<22} {:<8} {:<10} {:>5} {:>9} {:>9} {:>6}  REACHABLE",
+                    "ID", "ADDRESS", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED", "LAG"
+                );
+                for n in &r.nodes {
+                    println!(
+                        "{:<4} {:<22} {:<8} {:<10} {:>5} {:>9} {:>9} {:>6}  {}",
+                        n.node_id,
+                        n.address,
+                        n.role,
+                        n.state,
+                        n.term,
+                        n.last_log_index,
+                        n.applied_index,
+                        n.lag,
+                        if n.reachable { "yes" } else { "no" }
+                    );
+                }
+            }
+        }
+        ClusterCmd::Members => {
+            let r = c.cluster_members(pb::MembersRequest {}).await?;
+            if out.json() {
+                out.value(
+                    &json!({ "leader_id": r.leader_id, "members": members_json(&r.members) }),
+                );
+            } else {
+                for m in &r.members {
+                    let leader = if m.node_id == r.leader_id {
+                        " (leader)"
+                    } else {
+                        ""
+                    };
+                    println!("{} {} {}{leader}", m.node_id, m.address, m.role);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The `aide` command line: one file per command group, one printer for text and JSON.
+//! Every group but `serve` talks to a node through [`crate::client`].
+
+mod cluster;
+mod decision;
+mod memory;
+mod message;
+pub mod print;
+mod serve;
+mod state;
+mod task;
+
+use crate::client::{Client, ClientConfig, ClientError, ReadMode};
+use clap::{Parser, Subcommand, ValueEnum};
+use print::Format;
+use std::process::ExitCode;
+
+/// aide: shared memory for AI coding agents — memories, decisions, state, messages and tasks,
+/// replicated across a Raft cluster.
+#[derive(Debug, Parser)]
+#[command(name = "aide", version = crate::VERSION, disable_version_flag = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Node(s) to talk to: HOST:PORT, or several separated by commas (the nearest reachable is used).
+    #[arg(
+        long,
+        global = true,
+        env = "AIDE_REMOTE",
+        value_name = "HOST:PORT[,...]"
+    )]
+    pub remote: Option<String>,
+    /// The project the data belongs to.
+    #[arg(long, global = true, env = "AIDE_PROJECT")]
+    pub project: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Read consistency: linearizable (through the leader) or stale (this node's data).
+    #[arg(long, global = true, value_enum, default_value_t = ConsistencyArg::Linearizable)]
+    pub consistency: ConsistencyArg,
+    /// Reads wait until the node has applied at least this log index.
+    #[arg(long, global = true, value_name = "INDEX")]
+    pub min_index: Option<u64>,
+}
+
+/// The `--consistency` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    Linearizable,
+    Stale,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (a single-node cluster when started with no flags).
+    Serve(serve::ServeArgs),
+    /// Memories: notes that are full-text searchable.
+    #[command(subcommand)]
+    Memory(memory::MemoryCmd),
+    /// Decisions: an append-only log per topic.
+    #[command(subcommand)]
+    Decision(decision::DecisionCmd),
+    /// Key-value state, project-wide or per agent.
+    #[command(subcommand)]
+    State(state::StateCmd),
+    /// Messages between agents.
+    #[command(subcommand)]
+    Message(message::MessageCmd),
+    /// Tasks that agents claim and complete.
+    #[command(subcommand)]
+    Task(task::TaskCmd),
+    /// Cluster membership and status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Print the version.
+    Version {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a command failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Serve(args) = &cli.command {
+        return serve::run(args);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let g = &cli.global;
+    let out = print::Printer::new(g.format);
+    match cli.command {
+        Command::Version { json } => {
+            print::version(if json { Format::Json } else { g.format });
+            Ok(())
+        }
+        Command::Serve(_) => unreachable!("handled before the runtime starts"),
+        Command::Memory(c) => memory::run(c, &client(g).await?, &out).await,
+        Command::Decision(c) => decision::run(c, &client(g).await?, &out).await,
+        Command::State(c) => state::run(c, &client(g).await?, &out).await,
+        Command::Message(c) => message::run(c, &client(g).await?, &out).await,
+        Command::Task(c) => task::run(c, &client(g).await?, &out).await,
+        Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
+    }
+}
+
+/// The client the global options describe.
+pub async fn client(g: &Global) -> Result<Client, CliError> {
+    let endpoints = match &g.remote {
+        Some(r) => parse_endpoints(r)?,
+        None => vec![crate::client::DEFAULT_ENDPOINT.to_string()],
+    };
+    let config = ClientConfig {
+        endpoints,
+        project: g.project.clone().filter(|p| !p.is_empty()),
+        read_mode: match g.consistency {
+            ConsistencyArg::Linearizable => ReadMode::Linearizable,
+            ConsistencyArg::Stale => ReadMode::Stale,
+        },
+        min_index: g.min_index,
+        ..ClientConfig::default()
+    };
+    Ok(Client::connect(config).await?)
+}
+
+/// Splits `a:1,b:2` into endpoints, refusing anything that is not HOST:PORT.
+pub fn parse_endpoints(s: &str) -> Result<Vec<String>, CliError> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let ok = part
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(CliError::Usage(format!(
+                "--remote: {part:?} is not HOST:PORT (for example 127.0.0.1:7420)"
+            )));
+        }
+        out.push(part.to_string());
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage(
+            "--remote is empty; give HOST:PORT".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Splits a comma-separated flag value, dropping empty parts.
+pub(crate) fn split_list(s: &Option<String>) -> Vec<String> {
+    s.as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}

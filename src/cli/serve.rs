@@ -1,0 +1,122 @@
+//! `aide serve`: run a node until SIGINT or SIGTERM, then stop it cleanly.
+
+use crate::node::{self, NodeConfig, DEFAULT_LISTEN};
+use crate::raft::NodeId;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The data directory (default: .aide/data at the git root, or ~/.aide/data outside a repository).
+    #[arg(long, env = "AIDE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HOST:PORT to listen on (port 0 picks a free port).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// HOST:PORT other nodes and clients reach this node at (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// This node's id, for a new data directory (default 1, or the next free id when joining).
+    #[arg(long)]
+    pub node_id: Option<NodeId>,
+    /// Join the cluster through this member (HOST:PORT), for a new data directory.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// Do not create a single-node cluster: wait for `aide cluster init` or `aide cluster join`.
+    #[arg(long)]
+    pub no_init: bool,
+}
+
+/// The data directory used when none is given.
+pub fn default_data_dir() -> PathBuf {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(root) = git_root(&cwd) {
+            return root.join(".aide").join("data");
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".aide").join("data")
+}
+
+/// The nearest directory at or above `dir` that holds `.git`.
+pub fn git_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+pub fn run(args: &ServeArgs) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = NodeConfig {
+        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
+        listen: args.listen.clone(),
+        advertise: args.advertise.clone(),
+        node_id: args.node_id,
+        join: args.join.clone(),
+        init: !args.no_init,
+        timing: Default::default(),
+    };
+    runtime.block_on(async move {
+        let running = match node::start(config.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "aide node {} serving on {} (data: {})",
+            running.node.id,
+            running.node.addr,
+            config.data_dir.display()
+        );
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,tantivy=warn,sled=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

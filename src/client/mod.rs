@@ -1,0 +1,280 @@
+//! The typed client every caller (CLI, benchmark, tests) uses to talk to nodes. It knows a list
+//! of endpoints, orders them by measured round trip, sends each call to the nearest reachable
+//! one and fails over to the next when it cannot be reached. Writes carry a request id that
+//! stays the same across retries, so a retried write applies once; every response's applied
+//! index is remembered so a later read can ask for at least it.
+
+mod rpc;
+
+use crate::grpc::meta::{APPLIED_INDEX, CONSISTENCY, MIN_INDEX, PROJECT, REQUEST_ID};
+use crate::grpc::pb::aidememory::health_service_client::HealthServiceClient;
+use crate::grpc::pb::aidememory::HealthCheckRequest;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+/// The endpoint used when none is configured.
+pub const DEFAULT_ENDPOINT: &str = crate::node::DEFAULT_LISTEN;
+
+/// A failed call, as the caller should show it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl From<Status> for ClientError {
+    fn from(s: Status) -> Self {
+        let message = match s.code() {
+            Code::Unavailable if s.message().contains("tcp connect") || s.message().is_empty() => {
+                "no aide node is reachable".to_string()
+            }
+            _ => s.message().to_string(),
+        };
+        ClientError {
+            code: s.code(),
+            message,
+        }
+    }
+}
+
+/// How fresh reads must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    #[default]
+    Linearizable,
+    Stale,
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of one or more nodes.
+    pub endpoints: Vec<String>,
+    /// The project every call belongs to; the node's default when unset.
+    pub project: Option<String>,
+    pub read_mode: ReadMode,
+    /// Reads wait for at least this applied index.
+    pub min_index: Option<u64>,
+    /// How long one call may take before it is tried elsewhere.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            endpoints: vec![DEFAULT_ENDPOINT.to_string()],
+            project: None,
+            read_mode: ReadMode::Linearizable,
+            min_index: None,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+struct Endpoint {
+    addr: String,
+    channel: Channel,
+}
+
+/// A connection to a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Arc<Vec<Endpoint>>,
+    /// The index in `endpoints` of the one in use.
+    current: Arc<AtomicUsize>,
+    config: Arc<ClientConfig>,
+    /// The highest applied index any response reported.
+    last_index: Arc<AtomicU64>,
+    /// Measured round trips, by endpoint, from the last probe.
+    rtts: Arc<Mutex<Vec<Option<Duration>>>>,
+}
+
+/// Whether a call changes state (and needs a request id) or reads it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Read,
+}
+
+impl Client {
+    /// A client for `config`. No connection is made until the first call; with several endpoints,
+    /// [`Client::probe`] orders them by round trip.
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.endpoints.is_empty() {
+            return Err(ClientError {
+                code: Code::InvalidArgument,
+                message: "no endpoint given".to_string(),
+            });
+        }
+        let mut endpoints = Vec::new();
+        for addr in &config.endpoints {
+            let channel = crate::raft::network::channel(addr).map_err(|e| ClientError {
+                code: Code::InvalidArgument,
+                message: format!("{addr:?} is not a HOST:PORT address ({e})"),
+            })?;
+            endpoints.push(Endpoint {
+                addr: addr.clone(),
+                channel,
+            });
+        }
+        let n = endpoints.len();
+        Ok(Client {
+            endpoints: Arc::new(endpoints),
+            current: Arc::new(AtomicUsize::new(0)),
+            config: Arc::new(config),
+            last_index: Arc::new(AtomicU64::new(0)),
+            rtts: Arc::new(Mutex::new(vec![None; n])),
+        })
+    }
+
+    /// A client for `config`, already pointed at the nearest reachable endpoint.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let client = Client::new(config)?;
+        if client.endpoints.len() > 1 {
+            client.probe().await;
+        }
+        Ok(client)
+    }
+
+    /// Measures the round trip to every endpoint and switches to the nearest reachable one.
+    pub async fn probe(&self) -> Vec<(String, Option<Duration>)> {
+        let probes = self.endpoints.iter().map(|e| async move {
+            let start = Instant::now();
+            let mut req = Request::new(HealthCheckRequest {});
+            req.set_timeout(Duration::from_secs(1));
+            let ok = tokio::time::timeout(
+                Duration::from_secs(1),
+                HealthServiceClient::new(e.channel.clone()).check(req),
+            )
+            .await;
+            match ok {
+                Ok(Ok(_)) => Some(start.elapsed()),
+                _ => None,
+            }
+        });
+        let rtts = futures::future::join_all(probes).await;
+        if let Some((best, _)) = rtts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|d| (i, d)))
+            .min_by_key(|(_, d)| *d)
+        {
+            self.current.store(best, Ordering::SeqCst);
+        }
+        *self.rtts.lock().unwrap_or_else(|p| p.into_inner()) = rtts.clone();
+        self.endpoints
+            .iter()
+            .map(|e| e.addr.clone())
+            .zip(rtts)
+            .collect()
+    }
+
+    /// The endpoint calls go to now.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoints[self.current.load(Ordering::SeqCst) % self.endpoints.len()].addr
+    }
+
+    /// The highest applied index a response reported: the index of this client's last write
+    /// or newer.
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::SeqCst)
+    }
+
+    /// The project calls belong to.
+    pub fn project(&self) -> Option<&str> {
+        self.config.project.as_deref()
+    }
+
+    fn decorate<T>(&self, msg: T, kind: Kind, request_id: &str) -> Result<Request<T>, ClientError> {
+        let mut req = Request::new(msg);
+        req.set_timeout(self.config.timeout);
+        let md = req.metadata_mut();
+        let bad = |what: &str| ClientError {
+            code: Code::InvalidArgument,
+            message: format!("{what} cannot be sent as gRPC metadata"),
+        };
+        if let Some(p) = &self.config.project {
+            md.insert(PROJECT, p.parse().map_err(|_| bad("the project name"))?);
+        }
+        match kind {
+            Kind::Write => {
+                md.insert(
+                    REQUEST_ID,
+                    request_id.parse().map_err(|_| bad("the request id"))?,
+                );
+            }
+            Kind::Read => {
+                if self.config.read_mode == ReadMode::Stale {
+                    md.insert(
+                        CONSISTENCY,
+                        "stale".parse().map_err(|_| bad("consistency"))?,
+                    );
+                }
+                if let Some(n) = self.config.min_index {
+                    md.insert(MIN_INDEX, n.into());
+                }
+            }
+        }
+        Ok(req)
+    }
+
+    /// Sends one call, failing over across endpoints while the node cannot be reached. A write
+    /// keeps its request id across attempts.
+    async fn call<T, R, F, Fut>(&self, msg: T, kind: Kind, send: F) -> Result<R, ClientError>
+    where
+        T: Clone,
+        F: Fn(Channel, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let request_id = match kind {
+            Kind::Write => ulid::Ulid::new().to_string(),
+            Kind::Read => String::new(),
+        };
+        let deadline = Instant::now() + self.config.timeout;
+        let n = self.endpoints.len();
+        let mut attempt = 0usize;
+        loop {
+            let i = self.current.load(Ordering::SeqCst) % n;
+            let channel = self.endpoints[i].channel.clone();
+            let req = self.decorate(msg.clone(), kind, &request_id)?;
+            match send(channel, req).await {
+                Ok(resp) => {
+                    if let Some(index) = resp
+                        .metadata()
+                        .get(APPLIED_INDEX)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        self.last_index.fetch_max(index, Ordering::SeqCst);
+                    }
+                    return Ok(resp.into_inner());
+                }
+                Err(s) if retryable(&s) && Instant::now() < deadline => {
+                    attempt += 1;
+                    if n > 1 {
+                        // Move on to the next endpoint (unless another call already did).
+                        let _ = self.current.compare_exchange(
+                            i,
+                            (i + 1) % n,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
+                    }
+                    let pause = Duration::from_millis((50 * attempt as u64).min(500));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+}
+
+/// Whether a call may succeed elsewhere or a moment later.
+fn retryable(s: &Status) -> bool {
+    s.code() == Code::Unavailable
+}

@@ -1,0 +1,197 @@
+//! ClusterService: membership and status for operators, and the forward and read-index calls
+//! nodes make of the leader.
+
+use super::pb::cluster::{
+    self as pb,
+    cluster_service_server::{ClusterService, ClusterServiceServer},
+};
+use crate::command::Envelope;
+use crate::node::{Node, NodeError};
+use crate::raft::network::MAX_MESSAGE_BYTES;
+use crate::storage::codec::{decode, encode};
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The cluster service of `node`.
+pub fn service(node: Arc<Node>) -> ClusterServiceServer<Cluster> {
+    ClusterServiceServer::new(Cluster { node })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The handlers.
+pub struct Cluster {
+    node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl ClusterService for Cluster {
+    async fn init(
+        &self,
+        _: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
+        let raft = &self.node.raft;
+        if raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            let members: Vec<String> = self
+                .node
+                .members()
+                .iter()
+                .map(|m| format!("{}@{}", m.node_id, m.address))
+                .collect();
+            return Err(Status::failed_precondition(format!(
+                "node {} is already part of a cluster (members {})",
+                self.node.id,
+                members.join(", ")
+            )));
+        }
+        let members = BTreeMap::from([(
+            self.node.id,
+            BasicNode {
+                addr: self.node.addr.clone(),
+            },
+        )]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::InitResponse {
+            node_id: self.node.id,
+            members: self.node.members(),
+        }))
+    }
+
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let r = req.into_inner();
+        crate::command::validate::required_name("address", &r.address)?;
+        let id = self.node.join(r.node_id, &r.address).await?;
+        Ok(Response::new(pb::JoinResponse {
+            node_id: id,
+            leader_id: self.node.leader().map_or(0, |(l, _)| l),
+            members: self.node.members(),
+        }))
+    }
+
+    async fn leave(
+        &self,
+        _: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.node.remove(self.node.id).await?;
+        Ok(Response::new(pb::LeaveResponse {
+            members: self.node.members(),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        self.node.remove(req.into_inner().node_id).await?;
+        Ok(Response::new(pb::RemoveResponse {
+            members: self.node.members(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let node = &self.node;
+        let me = node.self_status();
+        let me_ref = &me;
+        let probes = node.members().into_iter().map(|m| async move {
+            if m.node_id == node.id {
+                return me_ref.clone();
+            }
+            match node.probe(&m.address).await {
+                Ok(mut s) => {
+                    s.role = m.role.clone();
+                    s
+                }
+                Err(_) => pb::NodeStatus {
+                    node_id: m.node_id,
+                    address: m.address,
+                    role: m.role,
+                    state: "unknown".to_string(),
+                    reachable: false,
+                    ..Default::default()
+                },
+            }
+        });
+        let mut nodes = futures::future::join_all(probes).await;
+        let leader_id = node.leader().map_or(0, |(l, _)| l);
+        let leader_last = nodes
+            .iter()
+            .find(|n| n.node_id == leader_id)
+            .map_or(0, |n| n.last_log_index);
+        for n in nodes.iter_mut().filter(|n| n.reachable) {
+            n.lag = leader_last.saturating_sub(n.applied_index);
+        }
+        nodes.sort_by_key(|n| n.node_id);
+        Ok(Response::new(pb::StatusResponse {
+            leader_id,
+            term: me.term,
+            nodes,
+        }))
+    }
+
+    async fn members(
+        &self,
+        _: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        Ok(Response::new(pb::MembersResponse {
+            leader_id: self.node.leader().map_or(0, |(l, _)| l),
+            members: self.node.members(),
+        }))
+    }
+
+    async fn node_info(
+        &self,
+        _: Request<pb::NodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        Ok(Response::new(pb::NodeInfoResponse {
+            status: Some(self.node.self_status()),
+        }))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let envelopes: Vec<Envelope> = decode(&req.into_inner().envelopes)
+            .map_err(|e| Status::invalid_argument(format!("forwarded envelopes: {e}")))?;
+        match self.node.propose_local(envelopes).await {
+            Ok((results, log_index)) => Ok(Response::new(pb::ForwardResponse {
+                results: encode(&results),
+                log_index,
+            })),
+            Err(crate::node::NotLeader::Failed(e)) => Err(e.into()),
+            Err(_) => Err(Status::failed_precondition(format!(
+                "node {} is not the leader",
+                self.node.id
+            ))),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        match self.node.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(Response::new(pb::ReadIndexResponse {
+                index: read.map_or(0, |l| l.index),
+            })),
+            Err(e) => Err(Status::from(NodeError::Unavailable(format!(
+                "node {} cannot confirm a read: {e}",
+                self.node.id
+            )))),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The one mapping from internal errors to gRPC status codes.
+
+use crate::command::validate::Invalid;
+use crate::command::Rejection;
+use crate::node::NodeError;
+use tonic::Status;
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Status {
+        let msg = e.to_string();
+        match e {
+            NodeError::Invalid(_) => Status::invalid_argument(msg),
+            NodeError::Rejected(Rejection::NotFound { .. }) | NodeError::NotFound(_) => {
+                Status::not_found(msg)
+            }
+            NodeError::Rejected(Rejection::Invalid(_)) => Status::invalid_argument(msg),
+            NodeError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            NodeError::NoLeader | NodeError::Unavailable(_) | NodeError::ShuttingDown => {
+                Status::unavailable(msg)
+            }
+            NodeError::IndexTimeout(..) => Status::deadline_exceeded(msg),
+            NodeError::Raft(_) | NodeError::Store(_) | NodeError::Search(_) => {
+                tracing::error!(error = %msg, "request failed");
+                Status::internal(msg)
+            }
+        }
+    }
+}
+
+impl From<Invalid> for Status {
+    fn from(e: Invalid) -> Status {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<crate::storage::StoreError> for Status {
+    fn from(e: crate::storage::StoreError) -> Status {
+        NodeError::from(e).into()
+    }
+}

@@ -1,0 +1,89 @@
+//! Request and response metadata: the project, request id and read options a request carries,
+//! and the applied index every response reports.
+
+use crate::command::validate;
+use crate::node::{Consistency, ReadOptions, WriteMeta};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+/// The project a request belongs to.
+pub const PROJECT: &str = "x-aide-project";
+/// The id that makes a retried write apply once.
+pub const REQUEST_ID: &str = "x-aide-request-id";
+/// `linearizable` (default) or `stale`.
+pub const CONSISTENCY: &str = "x-aide-consistency";
+/// A read waits until the node applied at least this index.
+pub const MIN_INDEX: &str = "x-aide-min-index";
+/// The applied index a response reflects.
+pub const APPLIED_INDEX: &str = "x-aide-applied-index";
+/// The project used when a request names none.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// What a request's metadata says.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub write: WriteMeta,
+    pub read: ReadOptions,
+}
+
+impl RequestMeta {
+    /// The project.
+    pub fn project(&self) -> &str {
+        &self.write.project
+    }
+}
+
+fn text<'a>(md: &'a MetadataMap, key: &str) -> Result<Option<&'a str>, Status> {
+    match md.get(key) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            Status::invalid_argument(format!("metadata {key} is not printable ASCII"))
+        }),
+    }
+}
+
+/// Reads and checks the metadata of `req`.
+pub fn request_meta<T>(req: &Request<T>) -> Result<RequestMeta, Status> {
+    let md = req.metadata();
+    let project = match text(md, PROJECT)? {
+        None | Some("") => DEFAULT_PROJECT.to_string(),
+        Some(p) => p.to_string(),
+    };
+    validate::project(&project).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let request_id = text(md, REQUEST_ID)?.unwrap_or("").to_string();
+    validate::name("request id", &request_id)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let consistency = match text(md, CONSISTENCY)? {
+        None | Some("") | Some("linearizable") => Consistency::Linearizable,
+        Some("stale") => Consistency::Stale,
+        Some(other) => {
+            return Err(Status::invalid_argument(format!(
+                "metadata {CONSISTENCY} is {other:?}; use \"linearizable\" or \"stale\""
+            )))
+        }
+    };
+    let min_index = match text(md, MIN_INDEX)? {
+        None | Some("") => None,
+        Some(n) => Some(n.parse::<u64>().map_err(|_| {
+            Status::invalid_argument(format!("metadata {MIN_INDEX} is {n:?}, not a log index"))
+        })?),
+    };
+    Ok(RequestMeta {
+        write: WriteMeta {
+            project,
+            request_id,
+        },
+        read: ReadOptions {
+            consistency,
+            min_index,
+        },
+    })
+}
+
+/// A response reporting the applied index it reflects.
+pub fn respond<T>(body: T, applied_index: u64) -> Response<T> {
+    let mut resp = Response::new(body);
+    resp.metadata_mut()
+        .insert(APPLIED_INDEX, applied_index.into());
+    resp
+}

@@ -1,0 +1,58 @@
+//! RaftService: the receiving end of the node-to-node Raft transport.
+
+use super::pb::raft::{
+    raft_service_server::{RaftService, RaftServiceServer},
+    RaftPayload,
+};
+use crate::node::Node;
+use crate::raft::network::MAX_MESSAGE_BYTES;
+use crate::storage::codec::{decode, encode};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The Raft transport service of `node`.
+pub fn service(node: Arc<Node>) -> RaftServiceServer<Transport> {
+    RaftServiceServer::new(Transport { node })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The handlers.
+pub struct Transport {
+    node: Arc<Node>,
+}
+
+fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
+    decode(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("raft message: {e}")))
+}
+
+fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
+    Ok(Response::new(RaftPayload {
+        data: encode(result),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftService for Transport {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let result = self.node.raft.append_entries(payload(req)?).await;
+        reply(&result)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let result = self.node.raft.vote(payload(req)?).await;
+        reply(&result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let result = self.node.raft.install_snapshot(payload(req)?).await;
+        reply(&result)
+    }
+}

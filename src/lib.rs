@@ -1,0 +1,31 @@
+//! aide: the shared memory of AI coding agents, as a Raft-replicated cluster node.
+//!
+//! Module map — each module owns one thing:
+//! - [`model`] — the domain types (memories, decisions, state, messages, tasks). No I/O.
+//! - [`command`] — the `Command` enum for every write, its envelope and result, and validation.
+//! - [`apply`] — the deterministic state machine: one envelope → writes on a storage transaction.
+//! - [`storage`] — sled: data directory, trees, key encodings, typed records, snapshots.
+//! - [`search`] — the tantivy index over memories, derived from the store.
+//! - [`raft`] — openraft glue: type config, log store, state machine adapter, network.
+//! - [`node`] — one running node: start/stop, the write path, the read barrier, membership.
+//! - [`grpc`] — the gRPC services: thin handlers, conversions, metadata, error mapping.
+//! - [`client`] — the typed client the CLI, benchmarks and tests use to talk to nodes.
+//! - [`cli`] — the `aide` command line.
+
+pub mod apply;
+pub mod cli;
+pub mod client;
+pub mod command;
+pub mod grpc;
+pub mod model;
+pub mod node;
+pub mod raft;
+pub mod search;
+pub mod storage;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this build was made from.
+pub const COMMIT: &str = env!("AIDE_COMMIT");
+/// When this build was made (UTC).
+pub const BUILD_DATE: &str = env!("AIDE_BUILD_DATE");

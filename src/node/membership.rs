@@ -1,0 +1,247 @@
+//! Membership changes, done on the leader (any other node passes them on): a joining node
+//! becomes a learner at once and a voter once it has caught up; removing a node is refused when
+//! the voters left could not form a quorum.
+
+use super::{Node, NodeError};
+use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
+use crate::grpc::pb::cluster::{self as pb, NodeInfoRequest};
+use crate::raft::NodeId;
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A learner within this many entries of the leader's log counts as caught up.
+pub const CAUGHT_UP_ENTRIES: u64 = 64;
+/// How long a status probe of another node may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// The members as this node knows them: id, address, and whether each votes.
+    pub fn members(&self) -> Vec<pb::Member> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| pb::Member {
+                node_id: *id,
+                address: n.addr.clone(),
+                role: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .to_string(),
+            })
+            .collect()
+    }
+
+    /// The leader's address when another node leads; `None` when this node leads.
+    fn leader_elsewhere(&self) -> Result<Option<String>, NodeError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => Ok(None),
+            Some((_, addr)) => Ok(Some(addr)),
+            None => Err(NodeError::NoLeader),
+        }
+    }
+
+    fn cluster_client(
+        &self,
+        addr: &str,
+    ) -> Result<ClusterServiceClient<tonic::transport::Channel>, NodeError> {
+        Ok(ClusterServiceClient::new(self.peer(addr)?))
+    }
+
+    /// Adds a node at `addr` as a learner; `asked` 0 picks the next free id. Joining again with
+    /// the same address is answered with the id it already has.
+    pub async fn join(&self, asked: NodeId, addr: &str) -> Result<NodeId, NodeError> {
+        if let Some(leader) = self.leader_elsewhere()? {
+            let resp = self
+                .cluster_client(&leader)?
+                .join(pb::JoinRequest {
+                    node_id: asked,
+                    address: addr.to_string(),
+                })
+                .await
+                .map_err(|s| {
+                    NodeError::Unavailable(format!("the leader at {leader}: {}", s.message()))
+                })?;
+            return Ok(resp.into_inner().node_id);
+        }
+        let current = self.members();
+        if let Some(m) = current.iter().find(|m| m.address == addr) {
+            if asked == 0 || asked == m.node_id {
+                return Ok(m.node_id);
+            }
+            return Err(NodeError::FailedPrecondition(format!(
+                "address {addr} already belongs to node {}; remove it first",
+                m.node_id
+            )));
+        }
+        let id = if asked != 0 {
+            if let Some(m) = current.iter().find(|m| m.node_id == asked) {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node id {asked} is already a member at {}; pick another id or remove it first",
+                    m.address
+                )));
+            }
+            asked
+        } else {
+            current.iter().map(|m| m.node_id).max().unwrap_or(0) + 1
+        };
+        self.raft
+            .add_learner(
+                id,
+                BasicNode {
+                    addr: addr.to_string(),
+                },
+                false,
+            )
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(
+            node = id,
+            addr,
+            "added a learner; it becomes a voter once caught up"
+        );
+        Ok(id)
+    }
+
+    /// Removes node `id`, refusing when the voters left could not reach a quorum.
+    pub async fn remove(&self, id: NodeId) -> Result<(), NodeError> {
+        if let Some(leader) = self.leader_elsewhere()? {
+            self.cluster_client(&leader)?
+                .remove(pb::RemoveRequest { node_id: id })
+                .await
+                .map_err(|s| match s.code() {
+                    tonic::Code::FailedPrecondition => {
+                        NodeError::FailedPrecondition(s.message().to_string())
+                    }
+                    tonic::Code::NotFound => NodeError::NotFound(s.message().to_string()),
+                    _ => NodeError::Unavailable(format!("the leader at {leader}: {}", s.message())),
+                })?;
+            return Ok(());
+        }
+        let members = self.members();
+        let Some(target) = members.iter().find(|m| m.node_id == id) else {
+            return Err(NodeError::NotFound(format!(
+                "node {id} is not a member of the cluster"
+            )));
+        };
+        let change = if target.role == "voter" {
+            let remaining: Vec<&pb::Member> = members
+                .iter()
+                .filter(|m| m.role == "voter" && m.node_id != id)
+                .collect();
+            if remaining.is_empty() {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {id} is the last voter; removing it would leave no cluster"
+                )));
+            }
+            let mut reachable = 0;
+            for m in &remaining {
+                if m.node_id == self.id || self.probe(&m.address).await.is_ok() {
+                    reachable += 1;
+                }
+            }
+            let quorum = remaining.len() / 2 + 1;
+            if reachable < quorum {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "removing node {id} would leave {} voters of which only {reachable} are reachable, \
+                     and a quorum needs {quorum}; bring the unreachable nodes back (or remove them) first",
+                    remaining.len()
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(node = id, "removed a node from the cluster");
+        Ok(())
+    }
+
+    /// What node `addr` says of itself.
+    pub async fn probe(&self, addr: &str) -> Result<pb::NodeStatus, NodeError> {
+        let mut req = tonic::Request::new(NodeInfoRequest {});
+        req.set_timeout(PROBE_TIMEOUT);
+        let resp = tokio::time::timeout(PROBE_TIMEOUT, self.cluster_client(addr)?.node_info(req))
+            .await
+            .map_err(|_| {
+                NodeError::Unavailable(format!("{addr} did not answer within {PROBE_TIMEOUT:?}"))
+            })?
+            .map_err(|s| NodeError::Unavailable(format!("{addr}: {}", s.message())))?;
+        resp.into_inner()
+            .status
+            .ok_or_else(|| NodeError::Unavailable(format!("{addr} sent no status")))
+    }
+
+    /// What this node knows of itself.
+    pub fn self_status(&self) -> pb::NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
+        pb::NodeStatus {
+            node_id: self.id,
+            address: self.addr.clone(),
+            role: if voter { "voter" } else { "learner" }.to_string(),
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            lag: 0,
+            reachable: true,
+        }
+    }
+}
+
+/// Runs until the node stops: while this node leads, promotes every learner that has caught up.
+pub async fn promote_learners(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let m = node.raft.metrics().borrow().clone();
+        if m.current_leader != Some(node.id) {
+            continue;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let Some(replication) = &m.replication else {
+            continue;
+        };
+        let ready: BTreeSet<NodeId> = m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .filter(|id| {
+                replication
+                    .get(id)
+                    .and_then(|matched| *matched)
+                    .is_some_and(|l| l.index + CAUGHT_UP_ENTRIES >= last)
+            })
+            .collect();
+        if ready.is_empty() {
+            continue;
+        }
+        match node
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(ready.clone()), true)
+            .await
+        {
+            Ok(_) => tracing::info!(nodes = ?ready, "promoted caught-up learners to voters"),
+            Err(e) => tracing::warn!(nodes = ?ready, error = %e, "promoting learners failed"),
+        }
+    }
+}

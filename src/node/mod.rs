@@ -1,0 +1,76 @@
+//! One aide node: the store, the search index, the Raft group member and the gRPC server, put
+//! together and taken apart. The write path ([`Node::write`] → [`Node::propose`]) and the read
+//! barrier ([`Node::read_barrier`]) are the only ways handlers reach the replicated state.
+
+mod clock;
+mod error;
+mod expiry;
+mod membership;
+mod propose;
+mod read;
+mod start;
+
+pub use clock::{wall_nanos, Clock, Tick};
+pub use error::NodeError;
+pub(crate) use propose::NotLeader;
+pub use propose::WriteMeta;
+pub use read::{Consistency, ReadOptions};
+pub use start::{start, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
+
+use crate::apply::Effect;
+use crate::raft::{NodeId, Raft};
+use crate::search::SearchIndex;
+use crate::storage::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, watch};
+use tonic::transport::Channel;
+
+/// A running node's shared parts. Handlers hold an `Arc<Node>`.
+pub struct Node {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// The address other nodes and clients reach this node at.
+    pub addr: String,
+    pub raft: Raft,
+    pub store: Store,
+    pub search: Arc<SearchIndex>,
+    /// Task, message and state changes, after apply.
+    pub events: broadcast::Sender<Effect>,
+    /// The applied log index.
+    pub applied: watch::Receiver<u64>,
+    clock: Clock,
+    /// Unix seconds when the node started.
+    pub started_at: i64,
+    /// Channels to other nodes, by address, for forwarding.
+    peers: Mutex<HashMap<String, Channel>>,
+    /// Becomes true when the node starts shutting down: watch streams end.
+    pub closing: watch::Receiver<bool>,
+}
+
+impl Node {
+    /// The applied log index now.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A (cached) channel to the node at `addr`.
+    pub(crate) fn peer(&self, addr: &str) -> Result<Channel, NodeError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = crate::raft::network::channel(addr)
+            .map_err(|e| NodeError::Unavailable(format!("bad peer address {addr:?}: {e}")))?;
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The current leader's id and address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+}

@@ -1,0 +1,87 @@
+//! The read barrier: before a read is served from the local store, this makes sure the store
+//! reflects what the client asked for — everything committed before the read (linearizable, the
+//! default), at least a given log index, or whatever this node has (stale).
+
+use super::{Node, NodeError};
+use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
+use crate::grpc::pb::cluster::ReadIndexRequest;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use std::time::Duration;
+
+/// How long a read waits for this node to apply the index it needs.
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (read index through the leader).
+    #[default]
+    Linearizable,
+    /// Whatever this node has applied.
+    Stale,
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    pub consistency: Consistency,
+    /// Wait until this node has applied at least this index.
+    pub min_index: Option<u64>,
+}
+
+impl Node {
+    /// Waits until a read with `opts` may be served here; returns the applied index it reflects.
+    pub async fn read_barrier(&self, opts: ReadOptions) -> Result<u64, NodeError> {
+        if let Some(n) = opts.min_index {
+            self.wait_applied(n).await?;
+        }
+        if opts.consistency == Consistency::Linearizable {
+            let index = self.read_index().await?;
+            self.wait_applied(index).await?;
+        }
+        Ok(self.applied_index())
+    }
+
+    /// The index a linearizable read must wait for: the leader's commit index after it confirmed
+    /// its leadership with a quorum.
+    pub async fn read_index(&self) -> Result<u64, NodeError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                let Some(node) = f.leader_node else {
+                    return Err(NodeError::NoLeader);
+                };
+                let mut client = ClusterServiceClient::new(self.peer(&node.addr)?);
+                let mut req = tonic::Request::new(ReadIndexRequest {});
+                req.set_timeout(READ_WAIT);
+                let resp = client.read_index(req).await.map_err(|s| {
+                    NodeError::Unavailable(format!(
+                        "the leader at {} could not confirm a read: {}",
+                        node.addr,
+                        s.message()
+                    ))
+                })?;
+                Ok(resp.into_inner().index)
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                NodeError::Unavailable(format!("no quorum to confirm a linearizable read: {e}")),
+            ),
+            Err(RaftError::Fatal(_)) => Err(NodeError::ShuttingDown),
+        }
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        let mut applied = self.applied.clone();
+        let reached = async { applied.wait_for(|a| *a >= index).await.map(|_| ()) };
+        match tokio::time::timeout(READ_WAIT, reached).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(NodeError::IndexTimeout(
+                READ_WAIT,
+                index,
+                self.applied_index(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Starting and stopping a node: open the store and the search index, resolve the node's
+//! identity, start Raft (initializing a single-node cluster or joining one), serve gRPC, and on
+//! shutdown stop in the reverse order so that nothing acknowledged is lost.
+
+use super::{clock::Clock, expiry, membership, Node};
+use crate::grpc;
+use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
+use crate::grpc::pb::cluster::JoinRequest;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{stored_applied, Followers, StateMachine};
+use crate::raft::{NodeId, Raft, RaftTiming};
+use crate::search::{SearchError, SearchIndex};
+use crate::storage::{Store, StoreError};
+use openraft::BasicNode;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Where a node listens when no address is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// How a node is started (the flags of `aide serve`).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// `host:port` to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// `host:port` other nodes and clients use; the bound address when unset.
+    pub advertise: Option<String>,
+    /// The node id for a new data directory (1 when unset and not joining).
+    pub node_id: Option<NodeId>,
+    /// Any member of the cluster to join, for a new data directory.
+    pub join: Option<String>,
+    /// Whether a new data directory not joining a cluster becomes a single-node cluster.
+    pub init: bool,
+    pub timing: RaftTiming,
+}
+
+impl NodeConfig {
+    /// A single node on `data_dir` listening on `listen`, with default timing.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: impl Into<String>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            listen: listen.into(),
+            advertise: None,
+            node_id: None,
+            join: None,
+            init: true,
+            timing: RaftTiming::default(),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot join the cluster through {addr}: {why}")]
+    Join { addr: String, why: String },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A started node: its shared state, its address, and what it takes to stop it.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    /// The address the server is bound to.
+    pub local_addr: SocketAddr,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: oneshot::Sender<()>,
+    background: Vec<JoinHandle<()>>,
+    closing: watch::Sender<bool>,
+}
+
+/// Starts a node.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    let mut store = Store::open(&config.data_dir)?;
+    let (applied, _) = stored_applied(&store)?;
+    let applied = applied.map_or(0, |l| l.index);
+    let search = Arc::new(SearchIndex::open(&store, applied)?);
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let advertise = match &config.advertise {
+        Some(a) => a.clone(),
+        None if local_addr.ip().is_unspecified() => {
+            return Err(StartError::Config(format!(
+                "listening on {local_addr}: pass --advertise HOST:PORT so other nodes know where to reach this one"
+            )))
+        }
+        None => local_addr.to_string(),
+    };
+
+    let fresh = store.meta().node_id.is_none();
+    let id = match (store.meta().node_id, config.node_id) {
+        (Some(stored), Some(asked)) if stored != asked => {
+            return Err(StartError::Config(format!(
+                "the data directory {} belongs to node {stored}, not node {asked}; drop --node-id or use another --data-dir",
+                config.data_dir.display()
+            )))
+        }
+        (Some(stored), _) => stored,
+        (None, asked) => match &config.join {
+            Some(target) => join(target, asked.unwrap_or(0), &advertise).await?,
+            None => asked.unwrap_or(1),
+        },
+    };
+    if fresh && config.join.is_some() {
+        // The cluster knows this node by its id from now on.
+        store.set_node_id(id)?;
+    }
+
+    let (events, _) = broadcast::channel(4096);
+    let (applied_tx, applied_rx) = watch::channel(applied);
+    let followers = Followers {
+        search: search.clone(),
+        events: events.clone(),
+        applied: applied_tx,
+    };
+    let raft_config =
+        crate::raft::config(&config.timing).map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config),
+        Network,
+        LogStore::new(store.clone()),
+        StateMachine::new(store.clone(), followers),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if !initialized && fresh && config.init && config.join.is_none() {
+        let members = BTreeMap::from([(
+            id,
+            BasicNode {
+                addr: advertise.clone(),
+            },
+        )]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        tracing::info!(node = id, addr = %advertise, "initialized a new single-node cluster");
+    }
+    if fresh && config.join.is_none() {
+        store.set_node_id(id)?;
+    }
+
+    let (closing, closing_rx) = watch::channel(false);
+    let node = Arc::new(Node {
+        id,
+        addr: advertise.clone(),
+        raft,
+        clock: Clock::new(store.meta().store_id),
+        store,
+        search,
+        events,
+        applied: applied_rx,
+        started_at: super::wall_nanos() / 1_000_000_000,
+        peers: Mutex::new(HashMap::new()),
+        closing: closing_rx,
+    });
+
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let router = grpc::router(node.clone());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    let background = vec![
+        tokio::spawn(expiry::run(node.clone())),
+        tokio::spawn(membership::promote_learners(node.clone())),
+    ];
+    tracing::info!(node = id, addr = %advertise, data = %config.data_dir.display(), "node started");
+    Ok(RunningNode {
+        node,
+        local_addr,
+        server,
+        stop_server,
+        background,
+        closing,
+    })
+}
+
+/// Asks a member to add a node at `advertise`; returns the node id the cluster gave it.
+async fn join(target: &str, asked: NodeId, advertise: &str) -> Result<NodeId, StartError> {
+    let err = |why: String| StartError::Join {
+        addr: target.to_string(),
+        why,
+    };
+    let channel = crate::raft::network::channel(target).map_err(|e| err(e.to_string()))?;
+    let mut client = ClusterServiceClient::new(channel);
+    let mut req = tonic::Request::new(JoinRequest {
+        node_id: asked,
+        address: advertise.to_string(),
+    });
+    req.set_timeout(Duration::from_secs(30));
+    let resp = client
+        .join(req)
+        .await
+        .map_err(|s| err(s.message().to_string()))?;
+    let id = resp.into_inner().node_id;
+    tracing::info!(
+        node = id,
+        through = target,
+        "joined the cluster as a learner"
+    );
+    Ok(id)
+}
+
+impl RunningNode {
+    /// Stops serving, stops Raft, commits the search index and flushes the store.
+    pub async fn shutdown(self) {
+        let _ = self.closing.send(true);
+        let _ = self.stop_server.send(());
+        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the gRPC server stopped with an error"),
+            Err(_) => tracing::warn!("the gRPC server did not stop within 10 s"),
+            _ => {}
+        }
+        for task in self.background {
+            task.abort();
+        }
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        self.node.search.shutdown(self.node.applied_index());
+        if let Err(e) = self.node.store.flush().await {
+            tracing::error!(error = %e, "flushing the store at shutdown failed");
+        }
+        tracing::info!(node = self.node.id, "node stopped");
+    }
+}

@@ -1,0 +1,83 @@
+//! openraft glue, and nothing else: the type configuration, the log store and state machine
+//! adapters over sled, and the node-to-node network over tonic.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use crate::command::{Proposal, ProposalResult};
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// The Raft types of aide: a log entry carries a [`Proposal`], applying it gives a [`ProposalResult`].
+    pub TypeConfig:
+        D = Proposal,
+        R = ProposalResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A node id.
+pub type NodeId = u64;
+/// The running Raft node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log id.
+pub type LogId = openraft::LogId<NodeId>;
+/// A storage error as openraft reports it.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// The membership as stored.
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+
+/// Wraps any error as an openraft storage write error.
+pub(crate) fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+    openraft::StorageIOError::write(&e).into()
+}
+
+/// Wraps any error as an openraft storage read error.
+pub(crate) fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+    openraft::StorageIOError::read(&e).into()
+}
+
+/// Timing of the Raft group.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 700,
+            snapshot_every: 20_000,
+        }
+    }
+}
+
+/// The openraft configuration for `timing`.
+pub fn config(timing: &RaftTiming) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: "aide".to_string(),
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
+        // Per snapshot chunk; the 200 ms default is too short for large chunks on a busy disk.
+        install_snapshot_timeout: 10_000,
+        snapshot_max_chunk_size: 2 * 1024 * 1024,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        max_in_snapshot_log_to_keep: 1_000,
+        max_payload_entries: 512,
+        ..Default::default()
+    }
+    .validate()
+}

@@ -1,0 +1,239 @@
+//! The openraft state machine adapter: applies committed entries through [`crate::apply`] in
+//! one sled batch per call (data and the applied log id together), then feeds the search index
+//! and the watch streams; builds and installs snapshots of the whole `state` tree.
+
+use super::{read_err, write_err, Entry, LogId, StorageError, StoredMembership, TypeConfig};
+use crate::apply::{self, Effect};
+use crate::command::ProposalResult;
+use crate::search::{IndexOp, SearchIndex};
+use crate::storage::keys;
+use crate::storage::snapshot::{self, Pairs, SnapshotFiles};
+use crate::storage::{records, Store, Txn};
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
+use std::io::Cursor;
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+
+const APPLIED: &str = "applied";
+const MEMBERSHIP: &str = "membership";
+
+type Meta = SnapshotMeta<u64, openraft::BasicNode>;
+
+/// What the state machine tells the rest of the node after each apply.
+#[derive(Clone)]
+pub struct Followers {
+    pub search: Arc<SearchIndex>,
+    /// Task, message and state changes for the watch streams.
+    pub events: broadcast::Sender<Effect>,
+    /// The applied log index.
+    pub applied: watch::Sender<u64>,
+}
+
+/// The state machine of a node.
+pub struct StateMachine {
+    store: Store,
+    followers: Followers,
+    snapshots: Arc<SnapshotFiles>,
+}
+
+/// The applied log id and membership stored in the `state` tree.
+pub fn stored_applied(
+    store: &Store,
+) -> Result<(Option<LogId>, StoredMembership), crate::storage::StoreError> {
+    let applied = records::get::<Option<LogId>>(&store.state, &keys::meta(APPLIED))?.flatten();
+    let membership = records::get(&store.state, &keys::meta(MEMBERSHIP))?.unwrap_or_default();
+    Ok((applied, membership))
+}
+
+impl StateMachine {
+    pub fn new(store: Store, followers: Followers) -> Self {
+        let snapshots = Arc::new(SnapshotFiles::new(store.snapshot_dir()));
+        StateMachine {
+            store,
+            followers,
+            snapshots,
+        }
+    }
+
+    fn publish(&self, index: u64, effects: Vec<Effect>) {
+        let mut ops = Vec::new();
+        for e in effects {
+            match e {
+                Effect::MemoryPut { project, memory } => ops.push(IndexOp::Put { project, memory }),
+                Effect::MemoryRemoved { project, id } => ops.push(IndexOp::Remove { project, id }),
+                other => {
+                    // No receiver is not an error: nobody is watching.
+                    let _ = self.followers.events.send(other);
+                }
+            }
+        }
+        self.followers.search.changed(index, ops);
+        self.followers.applied.send_modify(|a| *a = (*a).max(index));
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        stored_applied(&self.store).map_err(read_err)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut txn = Txn::new(&self.store.state);
+        let mut results = Vec::new();
+        let mut effects = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let index = entry.log_id.index;
+            match entry.payload {
+                EntryPayload::Blank => results.push(ProposalResult::default()),
+                EntryPayload::Normal(proposal) => {
+                    let mut out = Vec::with_capacity(proposal.envelopes.len());
+                    for env in &proposal.envelopes {
+                        out.push(
+                            apply::apply(&mut txn, env, index, &mut effects).map_err(write_err)?,
+                        );
+                    }
+                    results.push(ProposalResult { results: out });
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    records::put(&mut txn, keys::meta(MEMBERSHIP), &stored);
+                    results.push(ProposalResult::default());
+                }
+            }
+            last = Some(entry.log_id);
+        }
+        let Some(last) = last else { return Ok(results) };
+        records::put(&mut txn, keys::meta(APPLIED), &Some(last));
+        self.store
+            .state
+            .apply_batch(txn.into_batch())
+            .map_err(write_err)?;
+        self.publish(last.index, effects);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // The state machine is not applying now: this copy is a consistent view.
+        let state = self.store.state.clone();
+        let pairs = tokio::task::spawn_blocking(move || snapshot::copy_tree(&state))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        SnapshotBuilder {
+            pairs,
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let mut pairs = snapshot::decode(&data).map_err(read_err)?;
+        // The metadata openraft hands over is authoritative for the applied id and membership.
+        pairs.retain(|(k, _)| *k != keys::meta(APPLIED) && *k != keys::meta(MEMBERSHIP));
+        pairs.push((
+            keys::meta(APPLIED),
+            crate::storage::codec::encode(&meta.last_log_id),
+        ));
+        pairs.push((
+            keys::meta(MEMBERSHIP),
+            crate::storage::codec::encode(&meta.last_membership),
+        ));
+        let state = self.store.state.clone();
+        tokio::task::spawn_blocking(move || snapshot::replace_tree(&state, pairs))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
+        let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
+        self.snapshots.save(&meta_json, &data).map_err(write_err)?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        tracing::info!(index, bytes = data.len(), "installed a snapshot");
+        self.followers.search.rebuild(index);
+        self.followers.applied.send_modify(|a| *a = index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some((meta_json, data)) = self.snapshots.load().map_err(read_err)? else {
+            return Ok(None);
+        };
+        let meta: Meta = serde_json::from_slice(&meta_json).map_err(read_err)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+/// Builds a snapshot from a copy taken while no apply was in flight.
+pub struct SnapshotBuilder {
+    pairs: Result<Pairs, String>,
+    snapshots: Arc<SnapshotFiles>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let pairs = std::mem::replace(
+            &mut self.pairs,
+            Err("the snapshot was already built".into()),
+        )
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let find = |name: &str| {
+            let key = keys::meta(name);
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let last_log_id: Option<LogId> = match find(APPLIED) {
+            Some(v) => crate::storage::codec::decode(&v).map_err(read_err)?,
+            None => None,
+        };
+        let last_membership: StoredMembership = match find(MEMBERSHIP) {
+            Some(v) => crate::storage::codec::decode(&v).map_err(read_err)?,
+            None => StoredMembership::default(),
+        };
+        let snapshot_id = match last_log_id {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, ulid::Ulid::new()),
+            None => format!("0-0-{}", ulid::Ulid::new()),
+        };
+        let meta = Meta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let files = self.snapshots.clone();
+        let meta_json = serde_json::to_vec(&meta).map_err(write_err)?;
+        let data = tokio::task::spawn_blocking(move || {
+            let data = snapshot::encode(&pairs);
+            files.save(&meta_json, &data).map(|_| data)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        tracing::info!(
+            index = last_log_id.map_or(0, |l| l.index),
+            bytes = data.len(),
+            "built a snapshot"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! Key encodings of the `state` tree. Every record key starts with a one-byte table tag and the
+//! length-prefixed project, so one project's records of one kind form one contiguous range.
+//!
+//! | tag | record | rest of the key |
+//! |---|---|---|
+//! | `M` | memory | ULID |
+//! | `D` | decision revision | topic, `0x00`, log index (8 bytes, big-endian) |
+//! | `S` | state entry | full key |
+//! | `G` | message | id (8 bytes, big-endian) |
+//! | `T` | task | id |
+//! | `Z` | tombstone | the tag of the deleted record's table, then its key rest |
+//! | `R` | applied request id | request id |
+//! | `r` | request id by time | proposal time (8 bytes), request id |
+//! | `_` | state machine metadata | name |
+
+/// A table of the `state` tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Memory,
+    Decision,
+    State,
+    Message,
+    Task,
+}
+
+impl Table {
+    /// The key tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            Table::Memory => b'M',
+            Table::Decision => b'D',
+            Table::State => b'S',
+            Table::Message => b'G',
+            Table::Task => b'T',
+        }
+    }
+}
+
+const TOMBSTONE: u8 = b'Z';
+const REQUEST: u8 = b'R';
+const REQUEST_BY_TIME: u8 = b'r';
+const META: u8 = b'_';
+
+/// The prefix of every record of `table` in `project`.
+pub fn prefix(table: Table, project: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + project.len() + 32);
+    k.push(table.tag());
+    push_project(&mut k, project);
+    k
+}
+
+/// The prefix of every record of `table` in every project.
+pub fn table_prefix(table: Table) -> Vec<u8> {
+    vec![table.tag()]
+}
+
+fn push_project(k: &mut Vec<u8>, project: &str) {
+    // Projects are at most 128 bytes (checked by validation), so the length fits one byte.
+    k.push(project.len().min(255) as u8);
+    k.extend_from_slice(&project.as_bytes()[..project.len().min(255)]);
+}
+
+/// The key of a record of `table` in `project` whose own key is `rest`.
+pub fn record(table: Table, project: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = prefix(table, project);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Splits a record key into its project and the record's own key.
+pub fn split_record(key: &[u8]) -> Option<(&str, &[u8])> {
+    let len = *key.get(1)? as usize;
+    let project = key.get(2..2 + len)?;
+    let rest = key.get(2 + len..)?;
+    Some((std::str::from_utf8(project).ok()?, rest))
+}
+
+/// The key of a memory.
+pub fn memory(project: &str, id: &str) -> Vec<u8> {
+    record(Table::Memory, project, id.as_bytes())
+}
+
+/// The prefix of every revision of `topic`.
+pub fn decision_topic(project: &str, topic: &str) -> Vec<u8> {
+    let mut k = record(Table::Decision, project, topic.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The key of one revision of `topic`.
+pub fn decision(project: &str, topic: &str, seq: u64) -> Vec<u8> {
+    let mut k = decision_topic(project, topic);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The key of a state entry by its full key.
+pub fn state(project: &str, key: &str) -> Vec<u8> {
+    record(Table::State, project, key.as_bytes())
+}
+
+/// The key of a message.
+pub fn message(project: &str, id: u64) -> Vec<u8> {
+    record(Table::Message, project, &id.to_be_bytes())
+}
+
+/// The key of a task.
+pub fn task(project: &str, id: &str) -> Vec<u8> {
+    record(Table::Task, project, id.as_bytes())
+}
+
+/// The tombstone left by deleting the record at `record_key`.
+pub fn tombstone(record_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(record_key.len() + 1);
+    k.push(TOMBSTONE);
+    k.extend_from_slice(record_key);
+    k
+}
+
+/// The result stored for an applied request id.
+pub fn request(request_id: &str) -> Vec<u8> {
+    let mut k = vec![REQUEST];
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+/// The time index of applied request ids, so that old ones can be forgotten in order.
+pub fn request_by_time(now: i64, request_id: &str) -> Vec<u8> {
+    let mut k = vec![REQUEST_BY_TIME];
+    k.extend_from_slice(&(now as u64 ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+/// The prefix of the time index of request ids.
+pub fn request_by_time_prefix() -> Vec<u8> {
+    vec![REQUEST_BY_TIME]
+}
+
+/// Reads the time and request id back from a [`request_by_time`] key.
+pub fn split_request_by_time(key: &[u8]) -> Option<(i64, &str)> {
+    let t: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    let now = (u64::from_be_bytes(t) ^ (1 << 63)) as i64;
+    Some((now, std::str::from_utf8(key.get(9..)?).ok()?))
+}
+
+/// A state machine metadata key.
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projects_do_not_share_ranges() {
+        let a = memory("ab", "X");
+        let b = memory("a", "bX");
+        assert_ne!(a, b);
+        assert!(!a.starts_with(&prefix(Table::Memory, "a")));
+        assert_eq!(split_record(&a), Some(("ab", &b"X"[..])));
+    }
+
+    #[test]
+    fn a_topic_prefix_does_not_match_a_longer_topic() {
+        let k = decision("p", "db2", 7);
+        assert!(!k.starts_with(&decision_topic("p", "db")));
+        assert!(k.starts_with(&decision_topic("p", "db2")));
+    }
+
+    #[test]
+    fn request_time_keys_sort_by_time_and_read_back() {
+        let early = request_by_time(-5, "a");
+        let late = request_by_time(10, "b");
+        assert!(early < late);
+        assert_eq!(split_request_by_time(&late), Some((10, "b")));
+    }
+}

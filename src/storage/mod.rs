@@ -1,0 +1,140 @@
+//! The sled store of one node: the data directory, the trees, key encodings, typed accessors over
+//! a small key-value trait, the Raft log and snapshots.
+//!
+//! Data directory layout:
+//! - `aide.meta` — JSON identity of the store (format, store id, node id); its presence marks an
+//!   aide data directory.
+//! - `db/` — sled: trees `raft_log`, `raft_meta` and `state` (every replicated record plus the
+//!   applied log id, written together in one atomic batch).
+//! - `search/` — the tantivy index, derived from `state` and rebuilt from it when needed.
+//! - `snapshots/` — the newest Raft snapshot.
+
+pub mod codec;
+pub mod keys;
+pub mod kv;
+mod meta;
+pub mod records;
+pub mod snapshot;
+
+pub use kv::{KvRead, Txn};
+pub use meta::StoreMeta;
+
+use std::path::{Path, PathBuf};
+
+/// sled's page cache: 64 MiB (sled's own default is 1 GiB).
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a stored record cannot be decoded: {0}")]
+    Codec(String),
+    #[error(
+        "{0} is not an aide data directory: it is not empty and has no aide.meta; \
+         pass an empty or new directory with --data-dir"
+    )]
+    NotAnAideDir(PathBuf),
+    #[error("the aide store in {dir} is damaged: {problem}")]
+    Damaged { dir: PathBuf, problem: String },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// An open data directory: the sled database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    dir: PathBuf,
+    meta: StoreMeta,
+    db: sled::Db,
+    /// Raft log entries by index.
+    pub raft_log: sled::Tree,
+    /// Vote, committed and purged log ids.
+    pub raft_meta: sled::Tree,
+    /// Every replicated record and the state machine's own metadata.
+    pub state: sled::Tree,
+}
+
+impl Store {
+    /// Opens (creating if new) the aide data directory `dir`. A directory that holds something
+    /// else, or a damaged store, is refused with an error that says so; nothing is changed in it.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let meta = StoreMeta::load_or_create(dir)?;
+        let db_path = dir.join("db");
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| StoreError::Damaged {
+                dir: dir.to_path_buf(),
+                problem: format!(
+                    "the database in {} cannot be opened ({e}); move the directory aside and \
+                     start the node again to resync it from its peers",
+                    db_path.display()
+                ),
+            })?;
+        let raft_log = db.open_tree("raft_log")?;
+        let raft_meta = db.open_tree("raft_meta")?;
+        let state = db.open_tree("state")?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            meta,
+            db,
+            raft_log,
+            raft_meta,
+            state,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The store's identity.
+    pub fn meta(&self) -> &StoreMeta {
+        &self.meta
+    }
+
+    /// Records the node id this store belongs to.
+    pub fn set_node_id(&mut self, node_id: u64) -> Result<(), StoreError> {
+        self.meta.node_id = Some(node_id);
+        self.meta.save(&self.dir)
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable, blocking the calling thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The directory of the search index.
+    pub fn search_dir(&self) -> PathBuf {
+        self.dir.join("search")
+    }
+
+    /// The directory of snapshots.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+}
