@@ -13,8 +13,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft.proto",
     ]
     .map(std::path::PathBuf::from);
+    tonic_prost_build::configure().compile_protos(
+        &protos,
+        &[std::path::PathBuf::from("proto"), include.clone()],
+    )?;
+
+    // The client a third party would generate from SPEC.md alone, for tests/spec_client.rs.
+    let spec_out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("spec_client");
+    std::fs::create_dir_all(&spec_out)?;
     tonic_prost_build::configure()
-        .compile_protos(&protos, &[std::path::PathBuf::from("proto"), include])?;
+        .build_server(false)
+        .out_dir(&spec_out)
+        .compile_protos(
+            &[std::path::PathBuf::from("tests/proto/spec_client.proto")],
+            &[std::path::PathBuf::from("tests/proto"), include],
+        )?;
 
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -33,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=AIDE_BUILD_DATE={date}");
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=tests/proto");
     println!("cargo:rerun-if-changed=.git/HEAD");
     Ok(())
 }

@@ -29,15 +29,9 @@ pub struct ClientError {
 
 impl From<Status> for ClientError {
     fn from(s: Status) -> Self {
-        let message = match s.code() {
-            Code::Unavailable if s.message().contains("tcp connect") || s.message().is_empty() => {
-                "no aide node is reachable".to_string()
-            }
-            _ => s.message().to_string(),
-        };
         ClientError {
             code: s.code(),
-            message,
+            message: s.message().to_string(),
         }
     }
 }
@@ -238,11 +232,13 @@ impl Client {
         let deadline = Instant::now() + self.config.timeout;
         let n = self.endpoints.len();
         let mut attempt = 0usize;
+        let mut refused_in_a_row = 0usize;
+        let mut first_refusal: Option<Instant> = None;
         loop {
             let i = self.current.load(Ordering::SeqCst) % n;
             let channel = self.endpoints[i].channel.clone();
             let req = self.decorate(msg.clone(), kind, &request_id)?;
-            match send(channel, req).await {
+            let status = match send(channel, req).await {
                 Ok(resp) => {
                     if let Some(index) = resp
                         .metadata()
@@ -254,27 +250,59 @@ impl Client {
                     }
                     return Ok(resp.into_inner());
                 }
-                Err(s) if retryable(&s) && Instant::now() < deadline => {
-                    attempt += 1;
-                    if n > 1 {
-                        // Move on to the next endpoint (unless another call already did).
-                        let _ = self.current.compare_exchange(
-                            i,
-                            (i + 1) % n,
-                            Ordering::SeqCst,
-                            Ordering::SeqCst,
-                        );
-                    }
-                    let pause = Duration::from_millis((50 * attempt as u64).min(500));
-                    tokio::time::sleep(pause).await;
-                }
-                Err(s) => return Err(s.into()),
+                Err(s) => s,
+            };
+            if status.code() != Code::Unavailable || Instant::now() >= deadline {
+                return Err(status.into());
             }
+            attempt += 1;
+            if n > 1 {
+                // Move on to the next endpoint (unless another call already did).
+                let _ = self.current.compare_exchange(
+                    i,
+                    (i + 1) % n,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+            if is_connect_error(&status) {
+                refused_in_a_row += 1;
+                let since = *first_refusal.get_or_insert_with(Instant::now);
+                if refused_in_a_row < n {
+                    continue; // try the next endpoint at once
+                }
+                if since.elapsed() >= CONNECT_BUDGET {
+                    return Err(ClientError {
+                        code: Code::Unavailable,
+                        message: format!(
+                            "no aide node is reachable at {} ({})",
+                            self.endpoints
+                                .iter()
+                                .map(|e| e.addr.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            status.message()
+                        ),
+                    });
+                }
+            } else {
+                refused_in_a_row = 0;
+            }
+            let pause = Duration::from_millis((50 * attempt as u64).min(500));
+            tokio::time::sleep(pause).await;
         }
     }
 }
 
-/// Whether a call may succeed elsewhere or a moment later.
-fn retryable(s: &Status) -> bool {
-    s.code() == Code::Unavailable
+/// How long calls keep trying when no endpoint accepts a connection.
+pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);
+
+/// Whether the call failed because no connection could be made (rather than a node answering
+/// that it cannot serve now).
+fn is_connect_error(s: &Status) -> bool {
+    let m = s.message();
+    m.contains("tcp connect")
+        || m.contains("transport error")
+        || m.contains("connection")
+        || m.is_empty()
 }

@@ -238,9 +238,9 @@ impl RunningNode {
     pub async fn shutdown(self) {
         let _ = self.closing.send(true);
         let _ = self.stop_server.send(());
-        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the gRPC server stopped with an error"),
-            Err(_) => tracing::warn!("the gRPC server did not stop within 10 s"),
+            Err(_) => tracing::warn!("the gRPC server did not stop within 5 s"),
             _ => {}
         }
         for task in self.background {

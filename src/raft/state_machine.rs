@@ -169,13 +169,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some((meta_json, data)) = self.snapshots.load().map_err(read_err)? else {
+        let Some(saved) = self.snapshots.load().map_err(read_err)? else {
             return Ok(None);
         };
-        let meta: Meta = serde_json::from_slice(&meta_json).map_err(read_err)?;
+        let meta: Meta = serde_json::from_slice(&saved.meta).map_err(read_err)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(saved.data)),
         }))
     }
 }

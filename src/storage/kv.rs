@@ -6,6 +6,9 @@ use super::StoreError;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
+/// Called for each entry of a scan; returns whether to go on.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>;
+
 /// Reads from an ordered key-value store.
 pub trait KvRead {
     /// The value at `key`.
@@ -13,12 +16,7 @@ pub trait KvRead {
 
     /// Visits the entries whose key starts with `prefix`, in key order (or reverse), until
     /// `visit` breaks.
-    fn scan(
-        &self,
-        prefix: &[u8],
-        reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
-    ) -> Result<(), StoreError>;
+    fn scan(&self, prefix: &[u8], reverse: bool, visit: Visit<'_>) -> Result<(), StoreError>;
 }
 
 /// Writes to an ordered key-value store.
@@ -32,12 +30,7 @@ impl KvRead for sled::Tree {
         Ok(sled::Tree::get(self, key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(
-        &self,
-        prefix: &[u8],
-        reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, prefix: &[u8], reverse: bool, visit: Visit<'_>) -> Result<(), StoreError> {
         let iter = self.scan_prefix(prefix);
         if reverse {
             for item in iter.rev() {
@@ -99,12 +92,7 @@ impl KvRead for Txn<'_> {
         }
     }
 
-    fn scan(
-        &self,
-        prefix: &[u8],
-        reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
-    ) -> Result<(), StoreError> {
+    fn scan(&self, prefix: &[u8], reverse: bool, visit: Visit<'_>) -> Result<(), StoreError> {
         let base = self.base.scan_prefix(prefix);
         let pending = self
             .overlay
@@ -125,7 +113,7 @@ fn merge<'p>(
     base: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
     pending: impl Iterator<Item = (&'p Vec<u8>, &'p Option<Vec<u8>>)>,
     reverse: bool,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
+    visit: Visit<'_>,
 ) -> Result<(), StoreError> {
     use std::cmp::Ordering;
     let mut base = base.peekable();

@@ -94,6 +94,12 @@ pub fn replace_tree(db_tree: &sled::Tree, pairs: Pairs) -> Result<(), StoreError
     Ok(())
 }
 
+/// A snapshot as saved: its metadata (JSON) and its data.
+pub struct SavedSnapshot {
+    pub meta: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
 /// The files of the newest snapshot in a directory.
 pub struct SnapshotFiles {
     dir: PathBuf,
@@ -122,7 +128,7 @@ impl SnapshotFiles {
     }
 
     /// The newest snapshot's metadata and data, if there is a complete one.
-    pub fn load(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn load(&self) -> Result<Option<SavedSnapshot>, StoreError> {
         let read = |p: &Path| match std::fs::read(p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -134,7 +140,7 @@ impl SnapshotFiles {
         if meta.is_empty() {
             return Ok(None);
         }
-        Ok(read(&self.dir.join(DATA_FILE))?.map(|data| (meta, data)))
+        Ok(read(&self.dir.join(DATA_FILE))?.map(|data| SavedSnapshot { meta, data }))
     }
 }
 

@@ -1,0 +1,233 @@
+//! The test harness every integration test shares: real `aide` node processes on 127.0.0.1
+//! (port 0), each in its own temporary data directory, started, killed, restarted and joined
+//! into clusters; plus the CLI run as a process against them.
+
+#![allow(dead_code)]
+
+use aide::client::{Client, ClientConfig, ReadMode};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `aide` binary under test.
+pub fn aide_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_aide")
+}
+
+/// One `aide serve` process.
+pub struct NodeProc {
+    child: Option<Child>,
+    /// The address it serves on.
+    pub addr: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl NodeProc {
+    /// Starts a node on `dir` listening on `listen` (such as 127.0.0.1:0) with extra flags, and
+    /// waits until it serves.
+    pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> NodeProc {
+        let log = dir.with_extension("log");
+        let mut node = NodeProc {
+            child: None,
+            addr: String::new(),
+            dir: dir.to_path_buf(),
+            log,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn(listen)
+            .unwrap_or_else(|e| panic!("node on {} did not start: {e}", dir.display()));
+        node
+    }
+
+    /// Starts a node on a fresh port.
+    pub fn start(dir: &Path, extra: &[&str]) -> NodeProc {
+        Self::start_on(dir, "127.0.0.1:0", extra)
+    }
+
+    fn spawn(&mut self, listen: &str) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(aide_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(listen)
+            .args(&self.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .env_remove("AIDE_REMOTE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" serving on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => {
+                self.addr = addr;
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("no 'serving on' line; log:\n{}", self.log_text()))
+            }
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        match c.wait() {
+            Ok(s) => s.success(),
+            Err(_) => false,
+        }
+    }
+
+    /// Starts the process again on the same directory and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the node before restarting it");
+        let listen = self.addr.clone();
+        self.spawn(&listen)
+            .unwrap_or_else(|e| panic!("restart failed: {e}"));
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// A client of this node alone, for `project`.
+    pub fn client(&self, project: &str) -> Client {
+        client_for(
+            std::slice::from_ref(&self.addr),
+            project,
+            ReadMode::Linearizable,
+        )
+    }
+
+    /// Runs the CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        cli(&self.addr, args)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client of `endpoints`.
+pub fn client_for(endpoints: &[String], project: &str, mode: ReadMode) -> Client {
+    Client::new(ClientConfig {
+        endpoints: endpoints.to_vec(),
+        project: Some(project.to_string()),
+        read_mode: mode,
+        min_index: None,
+        timeout: Duration::from_secs(20),
+    })
+    .expect("client")
+}
+
+/// What a CLI run printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout, asserting the command succeeded.
+    pub fn out(&self) -> &str {
+        assert!(self.ok, "command failed: {}", self.stderr);
+        &self.stdout
+    }
+
+    /// stdout parsed as JSON, asserting success.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.out())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `aide ARGS` with `--remote` set to `remote`.
+pub fn cli(remote: &str, args: &[&str]) -> CliOutput {
+    let out: Output = Command::new(aide_bin())
+        .args(args)
+        .env("AIDE_REMOTE", remote)
+        .env_remove("AIDE_PROJECT")
+        .output()
+        .expect("run aide");
+    CliOutput {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits until the node at `addr` reports healthy (it has a leader), for up to 15 s.
+pub async fn wait_healthy(addr: &str) {
+    let c = client_for(&[addr.to_string()], "default", ReadMode::Stale);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(h) = c
+            .health(aide::grpc::pb::aidememory::HealthCheckRequest {})
+            .await
+        {
+            if h.healthy {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
