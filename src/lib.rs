@@ -8,14 +8,18 @@
 //! - [`search`] — the tantivy index over memories, derived from the store.
 //! - [`raft`] — openraft glue: type config, log store, state machine adapter, network.
 //! - [`node`] — one running node: start/stop, the write path, the read barrier, membership.
+//! - [`config`] — the configuration files of `aide serve` and of the client.
 //! - [`grpc`] — the gRPC services: thin handlers, conversions, metadata, error mapping.
 //! - [`client`] — the typed client the CLI, benchmarks and tests use to talk to nodes.
+//! - [`bench`] — the closed-loop load generator behind `aide bench`.
 //! - [`cli`] — the `aide` command line.
 
 pub mod apply;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod command;
+pub mod config;
 pub mod grpc;
 pub mod model;
 pub mod node;

@@ -20,10 +20,6 @@ pub(super) fn set(
     d.precedence = precedence.unwrap_or_else(|| previous.map_or(0, |p| p.precedence));
     d.seq = ctx.log_index;
     d.stamp = ctx.stamp;
-    w.delete(keys::tombstone(&keys::decision_topic(
-        ctx.project,
-        &d.topic,
-    )));
     records::put(w, keys::decision(ctx.project, &d.topic, d.seq), &d);
     Ok(CommandResult::Decision(d))
 }

@@ -1,5 +1,5 @@
-//! The deterministic state machine: [`apply`] turns one [`Envelope`] into writes on a storage
-//! transaction and a [`CommandResult`]. It knows nothing of Raft, gRPC or clocks: the proposal
+//! The deterministic state machine: [`apply_entry`] turns the envelopes of one log entry into
+//! writes on a storage transaction and a [`CommandResult`] each. It knows nothing of Raft, gRPC or clocks: the proposal
 //! fixed the time, ids and stamp, and the log index comes from the caller. Replaying the same
 //! envelopes over the same state gives the same state, byte for byte.
 //!
@@ -9,8 +9,12 @@
 mod decision;
 mod memory;
 mod message;
+mod requests;
 mod state;
 mod task;
+
+use requests::EntryLog;
+pub use requests::{RequestChanges, RequestIndex, DEDUP_WINDOW_NANOS};
 
 use crate::command::{Command, CommandResult, Envelope};
 use crate::model::{Memory, Message, Stamp, StateEntry, Task, Tombstone, UnixNanos};
@@ -18,11 +22,7 @@ use crate::storage::keys;
 use crate::storage::kv::KvWrite;
 use crate::storage::records;
 use crate::storage::StoreError;
-use serde::{Deserialize, Serialize};
-use std::ops::ControlFlow;
-
-/// How long an applied request id is remembered, so that a retry within it applies once.
-pub const DEDUP_WINDOW_NANOS: i64 = 60 * 1_000_000_000;
+use serde::Serialize;
 
 /// What an applied command changed, for the search index and the watch streams.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,55 +66,51 @@ impl Ctx<'_> {
         w.delete(key);
     }
 
-    /// Stores `value` at `key`, replacing any tombstone.
+    /// Stores `value` at `key`. A tombstone left by an earlier delete stays: its stamp is older
+    /// than the record's, so a merge sees the record win.
     fn put_record<T: Serialize>(&self, w: &mut dyn KvWrite, key: Vec<u8>, value: &T) {
-        w.delete(keys::tombstone(&key));
         records::put(w, key, value);
     }
 }
 
-/// The result remembered for an applied request id.
-#[derive(Serialize, Deserialize)]
-struct Remembered {
-    now: UnixNanos,
-    result: CommandResult,
-}
-
-/// Applies `env` at `log_index`: a request id seen within [`DEDUP_WINDOW_NANOS`] returns the
-/// first result and changes nothing.
-pub fn apply(
+/// Applies the envelopes of one log entry at `log_index`, in order. A request id applied
+/// within [`DEDUP_WINDOW_NANOS`] returns its first result and changes nothing.
+pub fn apply_entry(
     w: &mut dyn KvWrite,
-    env: &Envelope,
+    requests: &RequestIndex,
+    changes: &mut RequestChanges,
+    envelopes: &[Envelope],
     log_index: u64,
     effects: &mut Vec<Effect>,
-) -> Result<CommandResult, StoreError> {
-    forget_old_requests(w, env.now)?;
-    let dedup = !env.request_id.is_empty();
-    if dedup {
-        if let Some(seen) = records::get::<Remembered>(w, &keys::request(&env.request_id))? {
-            return Ok(seen.result);
-        }
-    }
-    let mut ctx = Ctx {
-        project: &env.project,
-        now: env.now,
-        stamp: env.stamp,
-        log_index,
-        effects,
+) -> Result<Vec<CommandResult>, StoreError> {
+    let Some(first) = envelopes.first() else {
+        return Ok(Vec::new());
     };
-    let result = apply_command(w, &mut ctx, &env.command)?;
-    if dedup {
-        records::put(
-            w,
-            keys::request(&env.request_id),
-            &Remembered {
-                now: env.now,
-                result: result.clone(),
-            },
-        );
-        w.put(keys::request_by_time(env.now, &env.request_id), Vec::new());
+    let mut log = EntryLog::begin(w, requests, changes, first.now, log_index)?;
+    let mut results = Vec::with_capacity(envelopes.len());
+    for env in envelopes {
+        let dedup = !env.request_id.is_empty();
+        if dedup {
+            if let Some(first_result) = log.seen(w, &env.request_id)? {
+                results.push(first_result);
+                continue;
+            }
+        }
+        let mut ctx = Ctx {
+            project: &env.project,
+            now: env.now,
+            stamp: env.stamp,
+            log_index,
+            effects,
+        };
+        let result = apply_command(w, &mut ctx, &env.command)?;
+        if dedup {
+            log.remember(&env.request_id, &result);
+        }
+        results.push(result);
     }
-    Ok(result)
+    log.finish(w);
+    Ok(results)
 }
 
 fn apply_command(
@@ -154,28 +150,6 @@ fn apply_command(
         Command::TaskDelete { id } => task::delete(w, ctx, id),
         Command::TaskClear { status } => task::clear(w, ctx, *status),
     }
-}
-
-/// Forgets request ids older than the window, a few at a time, in time order.
-fn forget_old_requests(w: &mut dyn KvWrite, now: UnixNanos) -> Result<(), StoreError> {
-    let cutoff = now.saturating_sub(DEDUP_WINDOW_NANOS);
-    let mut old = Vec::new();
-    w.scan(
-        &keys::request_by_time_prefix(),
-        false,
-        &mut |k, _| match keys::split_request_by_time(k) {
-            Some((t, id)) if t < cutoff && old.len() < 4 => {
-                old.push((k.to_vec(), id.to_string()));
-                Ok(ControlFlow::Continue(()))
-            }
-            _ => Ok(ControlFlow::Break(())),
-        },
-    )?;
-    for (k, id) in old {
-        w.delete(k);
-        w.delete(keys::request(&id));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

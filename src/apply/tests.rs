@@ -1,6 +1,6 @@
 //! Unit tests of the state machine, domain by domain, over a real (temporary) sled tree.
 
-use super::{apply, Effect};
+use super::{apply_entry, Effect, RequestChanges, RequestIndex};
 use crate::command::{Command, CommandResult, Envelope, Rejection};
 use crate::model::*;
 use crate::storage::keys;
@@ -11,6 +11,7 @@ const SEC: i64 = 1_000_000_000;
 struct Harness {
     _db: sled::Db,
     tree: sled::Tree,
+    requests: RequestIndex,
     index: u64,
     now: i64,
     seq: u64,
@@ -23,6 +24,7 @@ impl Harness {
         Harness {
             _db: db,
             tree,
+            requests: RequestIndex::default(),
             index: 0,
             now: 1_000 * SEC,
             seq: 0,
@@ -47,12 +49,24 @@ impl Harness {
     fn batch(&mut self, envs: &[Envelope]) -> (Vec<CommandResult>, Vec<Effect>) {
         let mut txn = Txn::new(&self.tree);
         let mut effects = Vec::new();
+        let mut changes = RequestChanges::default();
         let mut out = Vec::new();
         for env in envs {
             self.index += 1;
-            out.push(apply(&mut txn, env, self.index, &mut effects).unwrap());
+            out.extend(
+                apply_entry(
+                    &mut txn,
+                    &self.requests,
+                    &mut changes,
+                    std::slice::from_ref(env),
+                    self.index,
+                    &mut effects,
+                )
+                .unwrap(),
+            );
         }
         self.tree.apply_batch(txn.into_batch()).unwrap();
+        self.requests.commit(changes);
         (out, effects)
     }
 
@@ -563,14 +577,45 @@ fn a_retried_request_applies_once() {
         1
     );
 
-    // Once the window has passed the id is forgotten (a few old ids per write).
+    // The index derived from the store agrees with the one kept in memory.
+    assert_eq!(RequestIndex::load(&h.tree).unwrap().len(), h.requests.len());
+
+    // Once the window has passed the id is forgotten (a few old records per entry), and the
+    // same id applies again as a new request.
     h.now += super::DEDUP_WINDOW_NANOS + SEC;
     h.run("p", Command::MessagePrune);
-    assert!(h
-        .tree
-        .get(keys::request(&env.request_id))
-        .unwrap()
-        .is_none());
+    assert_eq!(
+        RequestIndex::load(&h.tree).unwrap().len(),
+        1,
+        "only the prune is remembered"
+    );
+    assert_eq!(h.requests.len(), 1);
+}
+
+#[test]
+fn a_request_repeated_inside_one_entry_applies_once() {
+    let mut h = Harness::new();
+    let env = h.envelope("p", Command::MessageSend(message("a", "", i64::MAX)));
+    let mut txn = Txn::new(&h.tree);
+    let mut changes = RequestChanges::default();
+    let mut effects = Vec::new();
+    let out = apply_entry(
+        &mut txn,
+        &h.requests,
+        &mut changes,
+        &[env.clone(), env],
+        1,
+        &mut effects,
+    )
+    .unwrap();
+    h.tree.apply_batch(txn.into_batch()).unwrap();
+    assert_eq!(out[0], out[1]);
+    assert_eq!(
+        records::messages(&h.tree, "p", "", true, "", 0)
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]

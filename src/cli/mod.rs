@@ -1,6 +1,7 @@
 //! The `aide` command line: one file per command group, one printer for text and JSON.
 //! Every group but `serve` talks to a node through [`crate::client`].
 
+mod bench;
 mod cluster;
 mod decision;
 mod memory;
@@ -11,6 +12,7 @@ mod state;
 mod task;
 
 use crate::client::{Client, ClientConfig, ClientError, ReadMode};
+use crate::config::ClientFile;
 use clap::{Parser, Subcommand, ValueEnum};
 use print::Format;
 use std::process::ExitCode;
@@ -81,6 +83,8 @@ pub enum Command {
     /// Cluster membership and status.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Measure throughput and latency (closed loop: N clients, one call after another).
+    Bench(bench::BenchArgs),
     /// Print the version.
     Version {
         /// Print JSON.
@@ -142,18 +146,18 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Message(c) => message::run(c, &client(g).await?, &out).await,
         Command::Task(c) => task::run(c, &client(g).await?, &out).await,
         Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
+        Command::Bench(args) => bench::run(args, endpoints(g)?, g.project.clone(), &out).await,
     }
 }
 
 /// The client the global options describe.
 pub async fn client(g: &Global) -> Result<Client, CliError> {
-    let endpoints = match &g.remote {
-        Some(r) => parse_endpoints(r)?,
-        None => vec![crate::client::DEFAULT_ENDPOINT.to_string()],
-    };
     let config = ClientConfig {
-        endpoints,
-        project: g.project.clone().filter(|p| !p.is_empty()),
+        endpoints: endpoints(g)?,
+        project: match g.project.clone().filter(|p| !p.is_empty()) {
+            Some(p) => Some(p),
+            None => client_file()?.project,
+        },
         read_mode: match g.consistency {
             ConsistencyArg::Linearizable => ReadMode::Linearizable,
             ConsistencyArg::Stale => ReadMode::Stale,
@@ -162,6 +166,26 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
         ..ClientConfig::default()
     };
     Ok(Client::connect(config).await?)
+}
+
+/// The client configuration file (`$AIDE_CONFIG` or `~/.aide/config.yaml`), if any.
+fn client_file() -> Result<ClientFile, CliError> {
+    match ClientFile::default_path() {
+        Some(path) => ClientFile::load(&path).map_err(|e| CliError::Usage(e.to_string())),
+        None => Ok(ClientFile::default()),
+    }
+}
+
+/// The endpoints to use: `--remote` (or `AIDE_REMOTE`), else the config file's peers, else the
+/// local default.
+fn endpoints(g: &Global) -> Result<Vec<String>, CliError> {
+    if let Some(r) = &g.remote {
+        return parse_endpoints(r);
+    }
+    if let Some(peers) = client_file()?.peers() {
+        return parse_endpoints(&peers.join(","));
+    }
+    Ok(vec![crate::client::DEFAULT_ENDPOINT.to_string()])
 }
 
 /// Splits `a:1,b:2` into endpoints, refusing anything that is not HOST:PORT.

@@ -1,5 +1,6 @@
 //! `aide serve`: run a node until SIGINT or SIGTERM, then stop it cleanly.
 
+use crate::config::ServeFile;
 use crate::node::{self, NodeConfig, DEFAULT_LISTEN};
 use crate::raft::NodeId;
 use std::path::{Path, PathBuf};
@@ -7,12 +8,15 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// A YAML file with any of: node_id, listen, advertise, data_dir, join, init (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The data directory (default: .aide/data at the git root, or ~/.aide/data outside a repository).
     #[arg(long, env = "AIDE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// HOST:PORT to listen on (port 0 picks a free port).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub listen: String,
+    /// HOST:PORT to listen on (default 127.0.0.1:7420; port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// HOST:PORT other nodes and clients reach this node at (default: the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -59,13 +63,31 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let file = match &args.config {
+        Some(path) => match ServeFile::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => ServeFile::default(),
+    };
     let config = NodeConfig {
-        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
-        listen: args.listen.clone(),
-        advertise: args.advertise.clone(),
-        node_id: args.node_id,
-        join: args.join.clone(),
-        init: !args.no_init,
+        data_dir: args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir),
+        listen: args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        advertise: args.advertise.clone().or(file.advertise),
+        node_id: args.node_id.or(file.node_id),
+        join: args.join.clone().or(file.join),
+        init: !args.no_init && file.init.unwrap_or(true),
         timing: Default::default(),
     };
     runtime.block_on(async move {

@@ -167,16 +167,16 @@ impl ClusterService for Cluster {
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         let envelopes: Vec<Envelope> = decode(&req.into_inner().envelopes)
             .map_err(|e| Status::invalid_argument(format!("forwarded envelopes: {e}")))?;
-        match self.node.propose_local(envelopes).await {
+        match self.node.propose_forwarded(envelopes).await {
             Ok((results, log_index)) => Ok(Response::new(pb::ForwardResponse {
                 results: encode(&results),
                 log_index,
             })),
-            Err(crate::node::NotLeader::Failed(e)) => Err(e.into()),
-            Err(_) => Err(Status::failed_precondition(format!(
+            Err(crate::node::ProposeError::NotLeader) => Err(Status::failed_precondition(format!(
                 "node {} is not the leader",
                 self.node.id
             ))),
+            Err(e) => Err(NodeError::from(e).into()),
         }
     }
 

@@ -68,6 +68,8 @@ impl Node {
                 })?;
             return Ok(resp.into_inner().node_id);
         }
+        // One join at a time, so two new nodes never get the same id.
+        let _one_at_a_time = self.join_lock.lock().await;
         let current = self.members();
         if let Some(m) = current.iter().find(|m| m.address == addr) {
             if asked == 0 || asked == m.node_id {

@@ -2,6 +2,7 @@
 //! together and taken apart. The write path ([`Node::write`] → [`Node::propose`]) and the read
 //! barrier ([`Node::read_barrier`]) are the only ways handlers reach the replicated state.
 
+mod batch;
 mod clock;
 mod error;
 mod expiry;
@@ -12,7 +13,7 @@ mod start;
 
 pub use clock::{wall_nanos, Clock, Tick};
 pub use error::NodeError;
-pub(crate) use propose::NotLeader;
+pub(crate) use propose::ProposeError;
 pub use propose::WriteMeta;
 pub use read::{Consistency, ReadOptions};
 pub use start::{start, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
@@ -44,6 +45,10 @@ pub struct Node {
     pub started_at: i64,
     /// Channels to other nodes, by address, for forwarding.
     peers: Mutex<HashMap<String, Channel>>,
+    /// Merges concurrent proposals into one Raft entry.
+    batcher: batch::Batcher,
+    /// Serializes joins on the leader.
+    join_lock: tokio::sync::Mutex<()>,
     /// Becomes true when the node starts shutting down: watch streams end.
     pub closing: watch::Receiver<bool>,
 }

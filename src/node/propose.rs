@@ -53,7 +53,8 @@ impl Node {
         }
     }
 
-    /// Proposes envelopes as one log entry, through the leader wherever it is.
+    /// Proposes envelopes, merged with other concurrent proposals into one log entry, through
+    /// the leader wherever it is; retried across leader changes until [`WRITE_TIMEOUT`].
     pub async fn propose(
         &self,
         envelopes: Vec<Envelope>,
@@ -61,20 +62,14 @@ impl Node {
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut metrics = self.raft.metrics();
         loop {
-            let last_error;
-            match self.propose_local(envelopes.clone()).await {
+            let error = match self.batcher.submit(envelopes.clone(), false).await {
                 Ok(done) => return Ok(done),
-                Err(NotLeader::Leader(addr)) => match self.forward(&addr, &envelopes).await {
-                    Ok(done) => return Ok(done),
-                    Err(e @ (NodeError::Unavailable(_) | NodeError::NoLeader)) => last_error = e,
-                    Err(e) => return Err(e),
-                },
-                Err(NotLeader::Unknown) => last_error = NodeError::NoLeader,
-                Err(NotLeader::Failed(e)) => return Err(e),
-            }
+                Err(e) if e.retryable() => e,
+                Err(e) => return Err(e.into()),
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(last_error);
+                return Err(error.into());
             }
             // Wait for the cluster to change (an election, a new leader), briefly.
             let _ =
@@ -82,19 +77,38 @@ impl Node {
         }
     }
 
-    /// Proposes on this node if it leads.
+    /// One attempt: propose on this node if it leads, else forward to the leader.
+    pub(crate) async fn propose_once(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => self.propose_local(envelopes).await,
+            Some((_, addr)) => self.forward(&addr, &envelopes).await,
+            None => Err(ProposeError::NoLeader),
+        }
+    }
+
+    /// Proposes envelopes another node forwarded, merged with this node's own, only here.
+    pub(crate) async fn propose_forwarded(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
+        self.batcher.submit(envelopes, true).await
+    }
+
+    /// Proposes on this node, which must lead.
     pub(crate) async fn propose_local(
         &self,
         envelopes: Vec<Envelope>,
-    ) -> Result<(Vec<CommandResult>, u64), NotLeader> {
+    ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
         match self.raft.client_write(Proposal { envelopes }).await {
             Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                Some(node) if f.leader_id != Some(self.id) => Err(NotLeader::Leader(node.addr)),
-                _ => Err(NotLeader::Unknown),
-            },
-            Err(RaftError::APIError(e)) => Err(NotLeader::Failed(NodeError::Raft(e.to_string()))),
-            Err(RaftError::Fatal(_)) => Err(NotLeader::Failed(NodeError::ShuttingDown)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader)
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Raft(e.to_string())),
+            Err(RaftError::Fatal(_)) => Err(ProposeError::ShuttingDown),
         }
     }
 
@@ -102,8 +116,11 @@ impl Node {
         &self,
         addr: &str,
         envelopes: &[Envelope],
-    ) -> Result<(Vec<CommandResult>, u64), NodeError> {
-        let mut client = ClusterServiceClient::new(self.peer(addr)?)
+    ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
+        let channel = self
+            .peer(addr)
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        let mut client = ClusterServiceClient::new(channel)
             .max_decoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES);
         let mut req = tonic::Request::new(ForwardRequest {
@@ -113,26 +130,52 @@ impl Node {
         let resp = client.forward(req).await.map_err(|s| match s.code() {
             tonic::Code::Unavailable
             | tonic::Code::FailedPrecondition
-            | tonic::Code::DeadlineExceeded => NodeError::Unavailable(format!(
+            | tonic::Code::DeadlineExceeded => ProposeError::Unavailable(format!(
                 "the leader at {addr} did not take the write: {}",
                 s.message()
             )),
-            _ => NodeError::Raft(format!(
+            _ => ProposeError::Raft(format!(
                 "the leader at {addr} failed the write: {}",
                 s.message()
             )),
         })?;
         let resp = resp.into_inner();
-        let results: Vec<CommandResult> = decode(&resp.results)?;
+        let results: Vec<CommandResult> =
+            decode(&resp.results).map_err(|e| ProposeError::Raft(e.to_string()))?;
         Ok((results, resp.log_index))
     }
 }
 
-/// Why a proposal did not happen on this node.
-pub(crate) enum NotLeader {
-    /// Another node leads, at this address.
-    Leader(String),
+/// Why one attempt to propose failed.
+#[derive(Debug, Clone)]
+pub(crate) enum ProposeError {
     /// No leader is known.
-    Unknown,
-    Failed(NodeError),
+    NoLeader,
+    /// This node stopped leading while proposing.
+    NotLeader,
+    /// The leader could not be reached or did not take it.
+    Unavailable(String),
+    Raft(String),
+    ShuttingDown,
+}
+
+impl ProposeError {
+    /// Whether trying again (after the cluster settles) may succeed.
+    pub(crate) fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProposeError::NoLeader | ProposeError::NotLeader | ProposeError::Unavailable(_)
+        )
+    }
+}
+
+impl From<ProposeError> for NodeError {
+    fn from(e: ProposeError) -> NodeError {
+        match e {
+            ProposeError::NoLeader | ProposeError::NotLeader => NodeError::NoLeader,
+            ProposeError::Unavailable(m) => NodeError::Unavailable(m),
+            ProposeError::Raft(m) => NodeError::Raft(m),
+            ProposeError::ShuttingDown => NodeError::ShuttingDown,
+        }
+    }
 }

@@ -147,7 +147,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         Arc::new(raft_config),
         Network,
         LogStore::new(store.clone()),
-        StateMachine::new(store.clone(), followers),
+        StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -172,6 +172,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
 
     let (closing, closing_rx) = watch::channel(false);
+    let (batcher, batch_queue) = super::batch::Batcher::new();
     let node = Arc::new(Node {
         id,
         addr: advertise.clone(),
@@ -184,11 +185,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         started_at: super::wall_nanos() / 1_000_000_000,
         peers: Mutex::new(HashMap::new()),
         closing: closing_rx,
+        join_lock: tokio::sync::Mutex::new(()),
+        batcher,
     });
+    tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
 
     let (stop_server, stopped) = oneshot::channel::<()>();
     let router = grpc::router(node.clone());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Our own listener, so the server's nodelay setting does not reach the accepted sockets:
+    // set it here, or every small response waits for the peer's delayed ACK (about 40 ms).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        },
+    );
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));

@@ -3,7 +3,7 @@
 //! and the watch streams; builds and installs snapshots of the whole `state` tree.
 
 use super::{read_err, write_err, Entry, LogId, StorageError, StoredMembership, TypeConfig};
-use crate::apply::{self, Effect};
+use crate::apply::{self, Effect, RequestChanges, RequestIndex};
 use crate::command::ProposalResult;
 use crate::search::{IndexOp, SearchIndex};
 use crate::storage::keys;
@@ -35,6 +35,8 @@ pub struct StateMachine {
     store: Store,
     followers: Followers,
     snapshots: Arc<SnapshotFiles>,
+    /// Where each remembered request id's result is stored, derived from the store.
+    requests: RequestIndex,
 }
 
 /// The applied log id and membership stored in the `state` tree.
@@ -47,13 +49,15 @@ pub fn stored_applied(
 }
 
 impl StateMachine {
-    pub fn new(store: Store, followers: Followers) -> Self {
+    pub fn new(store: Store, followers: Followers) -> Result<Self, crate::storage::StoreError> {
         let snapshots = Arc::new(SnapshotFiles::new(store.snapshot_dir()));
-        StateMachine {
+        let requests = RequestIndex::load(&store.state)?;
+        Ok(StateMachine {
             store,
             followers,
             snapshots,
-        }
+            requests,
+        })
     }
 
     fn publish(&self, index: u64, effects: Vec<Effect>) {
@@ -86,6 +90,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut txn = Txn::new(&self.store.state);
+        let mut changes = RequestChanges::default();
         let mut results = Vec::new();
         let mut effects = Vec::new();
         let mut last = None;
@@ -94,12 +99,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => results.push(ProposalResult::default()),
                 EntryPayload::Normal(proposal) => {
-                    let mut out = Vec::with_capacity(proposal.envelopes.len());
-                    for env in &proposal.envelopes {
-                        out.push(
-                            apply::apply(&mut txn, env, index, &mut effects).map_err(write_err)?,
-                        );
-                    }
+                    let out = apply::apply_entry(
+                        &mut txn,
+                        &self.requests,
+                        &mut changes,
+                        &proposal.envelopes,
+                        index,
+                        &mut effects,
+                    )
+                    .map_err(write_err)?;
                     results.push(ProposalResult { results: out });
                 }
                 EntryPayload::Membership(m) => {
@@ -116,6 +124,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .state
             .apply_batch(txn.into_batch())
             .map_err(write_err)?;
+        self.requests.commit(changes);
         self.publish(last.index, effects);
         Ok(results)
     }
@@ -159,6 +168,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(write_err)?
             .map_err(write_err)?;
+        self.requests = RequestIndex::load(&self.store.state).map_err(read_err)?;
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         self.snapshots.save(&meta_json, &data).map_err(write_err)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);

@@ -9,8 +9,7 @@
 //! | `G` | message | id (8 bytes, big-endian) |
 //! | `T` | task | id |
 //! | `Z` | tombstone | the tag of the deleted record's table, then its key rest |
-//! | `R` | applied request id | request id |
-//! | `r` | request id by time | proposal time (8 bytes), request id |
+//! | `r` | the request ids a log entry applied | proposal time (8 bytes), log index (8 bytes) |
 //! | `_` | state machine metadata | name |
 
 /// A table of the `state` tree.
@@ -37,8 +36,7 @@ impl Table {
 }
 
 const TOMBSTONE: u8 = b'Z';
-const REQUEST: u8 = b'R';
-const REQUEST_BY_TIME: u8 = b'r';
+const REQUESTS: u8 = b'r';
 const META: u8 = b'_';
 
 /// The prefix of every record of `table` in `project`.
@@ -117,31 +115,24 @@ pub fn tombstone(record_key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The result stored for an applied request id.
-pub fn request(request_id: &str) -> Vec<u8> {
-    let mut k = vec![REQUEST];
-    k.extend_from_slice(request_id.as_bytes());
-    k
-}
-
-/// The time index of applied request ids, so that old ones can be forgotten in order.
-pub fn request_by_time(now: i64, request_id: &str) -> Vec<u8> {
-    let mut k = vec![REQUEST_BY_TIME];
+/// The record of the requests the log entry at `log_index`, proposed at `now`, applied.
+/// Keys sort by proposal time, so the oldest are dropped first.
+pub fn requests(now: i64, log_index: u64) -> Vec<u8> {
+    let mut k = vec![REQUESTS];
     k.extend_from_slice(&(now as u64 ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(request_id.as_bytes());
+    k.extend_from_slice(&log_index.to_be_bytes());
     k
 }
 
-/// The prefix of the time index of request ids.
-pub fn request_by_time_prefix() -> Vec<u8> {
-    vec![REQUEST_BY_TIME]
+/// The prefix of every request record.
+pub fn requests_prefix() -> Vec<u8> {
+    vec![REQUESTS]
 }
 
-/// Reads the time and request id back from a [`request_by_time`] key.
-pub fn split_request_by_time(key: &[u8]) -> Option<(i64, &str)> {
+/// The proposal time in a [`requests`] key.
+pub fn requests_time(key: &[u8]) -> Option<i64> {
     let t: [u8; 8] = key.get(1..9)?.try_into().ok()?;
-    let now = (u64::from_be_bytes(t) ^ (1 << 63)) as i64;
-    Some((now, std::str::from_utf8(key.get(9..)?).ok()?))
+    Some((u64::from_be_bytes(t) ^ (1 << 63)) as i64)
 }
 
 /// A state machine metadata key.
@@ -172,10 +163,10 @@ mod tests {
     }
 
     #[test]
-    fn request_time_keys_sort_by_time_and_read_back() {
-        let early = request_by_time(-5, "a");
-        let late = request_by_time(10, "b");
+    fn request_record_keys_sort_by_time_and_read_back() {
+        let early = requests(-5, 9);
+        let late = requests(10, 2);
         assert!(early < late);
-        assert_eq!(split_request_by_time(&late), Some((10, "b")));
+        assert_eq!(requests_time(&late), Some(10));
     }
 }

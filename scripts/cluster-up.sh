@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Starts a local 3-node aide cluster on 127.0.0.1:7421, 7422 and 7423, each node from its file
+# in cluster/, data under .aide/cluster/ (or $AIDE_CLUSTER_DIR). Nodes are started by PID and
+# their PIDs kept in the data directory; scripts/cluster-down.sh stops exactly those.
+# Running it again on an existing cluster directory restarts the same members with their data.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=${AIDE_CLUSTER_DIR:-$root/.aide/cluster}
+aide=${AIDE_BIN:-$root/target/release/aide}
+if [ ! -x "$aide" ]; then
+  echo "building aide (release)..." >&2
+  (cd "$root" && cargo build --release --quiet)
+fi
+mkdir -p "$dir"
+
+start_node() {
+  local id=$1
+  local pidfile="$dir/node$id.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "node $id already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  : >"$dir/node$id.out"
+  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" \
+    >"$dir/node$id.out" 2>>"$dir/node$id.log" &
+  echo $! >"$pidfile"
+  # Wait (bounded) for the node to say it serves.
+  for _ in $(seq 1 100); do
+    if grep -q "serving on" "$dir/node$id.out"; then
+      echo "$(cat "$dir/node$id.out") pid $(cat "$pidfile")"
+      return
+    fi
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "node $id exited; see $dir/node$id.log" >&2
+      tail -n 5 "$dir/node$id.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "node $id did not start within 10 s; see $dir/node$id.log" >&2
+  exit 1
+}
+
+start_node 1
+start_node 2
+start_node 3
+
+remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
+# Wait (bounded) until all three are voters.
+for _ in $(seq 1 100); do
+  if [ "$("$aide" --remote "$remote" cluster members 2>/dev/null | grep -c voter)" = 3 ]; then
+    "$aide" --remote "$remote" cluster status
+    echo
+    echo "export AIDE_REMOTE=$remote"
+    exit 0
+  fi
+  sleep 0.1
+done
+echo "the cluster did not form within 10 s" >&2
+"$aide" --remote "$remote" cluster status >&2 || true
+exit 1

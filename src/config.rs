@@ -1,0 +1,171 @@
+//! Configuration files: `aide serve --config FILE` (the flags of `serve` as YAML keys) and the
+//! client's `~/.aide/config.yaml` (a `sync` section with `mode: raft` and the cluster's `peers`).
+//! Unknown keys and wrong types are errors that name the file, the line and the key.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {problem}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let err = |problem: String| ConfigError {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    if text.trim().is_empty() {
+        return serde_yaml_ng::from_str("{}").map_err(|e| err(e.to_string()));
+    }
+    serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
+/// The keys of `aide serve --config FILE`; flags given on the command line win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    pub node_id: Option<u64>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub join: Option<String>,
+    /// `false`: do not create a single-node cluster (like `--no-init`).
+    pub init: Option<bool>,
+}
+
+impl ServeFile {
+    pub fn load(path: &Path) -> Result<ServeFile, ConfigError> {
+        load(path)
+    }
+}
+
+/// How the client reaches its data.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// The project's own store (or a node serving it on this machine).
+    #[default]
+    Local,
+    /// A cluster: the `peers`.
+    Raft,
+}
+
+/// The `sync` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    #[serde(default)]
+    pub mode: SyncMode,
+    /// Cluster endpoints, `host:port` (an `http://` prefix is accepted).
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// `~/.aide/config.yaml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    #[serde(default)]
+    pub sync: SyncSection,
+    /// The project, instead of the git root's name.
+    pub project: Option<String>,
+}
+
+impl ClientFile {
+    /// The file at `$AIDE_CONFIG`, or `~/.aide/config.yaml`.
+    pub fn default_path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("AIDE_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aide").join("config.yaml"))
+    }
+
+    /// Reads the file at `path`; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> Result<ClientFile, ConfigError> {
+        if !path.exists() {
+            return Ok(ClientFile::default());
+        }
+        let file: ClientFile = load(path)?;
+        if file.sync.mode == SyncMode::Raft && file.sync.peers.is_empty() {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                problem: "sync.mode is raft but sync.peers lists no node".to_string(),
+            });
+        }
+        Ok(file)
+    }
+
+    /// The cluster endpoints, when the file says to use a cluster.
+    pub fn peers(&self) -> Option<Vec<String>> {
+        if self.sync.mode != SyncMode::Raft {
+            return None;
+        }
+        Some(
+            self.sync
+                .peers
+                .iter()
+                .map(|p| {
+                    p.trim()
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .trim_end_matches('/')
+                        .to_string()
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_raft_sync_section_gives_the_peers() {
+        let (_d, p) = write("sync:\n  mode: raft\n  peers:\n    - http://10.0.0.1:7420\n    - 10.0.0.2:7420\nproject: web\n");
+        let f = ClientFile::load(&p).unwrap();
+        assert_eq!(f.peers().unwrap(), ["10.0.0.1:7420", "10.0.0.2:7420"]);
+        assert_eq!(f.project.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn malformed_files_name_the_problem() {
+        let (_d, p) = write("sync:\n  mode: raft\n  peers: []\n");
+        assert!(ClientFile::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("lists no node"));
+        let (_d, p) = write("sync:\n  mode: carrier-pigeon\n");
+        let e = ClientFile::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("config.yaml") && e.contains("carrier-pigeon"),
+            "{e}"
+        );
+        let (_d, p) = write("node_id: one\n");
+        let e = ServeFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("node_id"), "{e}");
+        let (_d, p) = write("listen: 1.2.3.4:5\ncolour: blue\n");
+        assert!(ServeFile::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("colour"));
+        assert_eq!(
+            ClientFile::load(Path::new("/nonexistent/aide.yaml"))
+                .unwrap()
+                .peers(),
+            None
+        );
+    }
+}
