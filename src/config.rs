@@ -2,7 +2,7 @@
 //! client's `~/.aide/config.yaml` (a `sync` section with `mode: raft` and the cluster's `peers`).
 //! Unknown keys and wrong types are errors that name the file, the line and the key.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A configuration file that could not be used.
@@ -118,6 +118,50 @@ impl ClientFile {
                 })
                 .collect(),
         )
+    }
+}
+
+/// The newest applied index the CLI has seen, per cluster, kept in `last-index.json` next to
+/// the client configuration file, so that `--min-index last` reads this client's own writes at
+/// any node.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LastIndex {
+    by_cluster: std::collections::BTreeMap<String, u64>,
+}
+
+impl LastIndex {
+    /// `last-index.json` in the directory of the client configuration file.
+    pub fn default_path() -> Option<PathBuf> {
+        ClientFile::default_path().map(|p| p.with_file_name("last-index.json"))
+    }
+
+    /// The file at `path`; missing or unreadable is empty (it is only a hint).
+    pub fn load(path: &Path) -> LastIndex {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The index kept for `cluster`.
+    pub fn get(&self, cluster: &str) -> Option<u64> {
+        self.by_cluster.get(cluster).copied()
+    }
+
+    /// Raises the index kept for `cluster` to `index` and saves the file.
+    pub fn record(path: &Path, cluster: &str, index: u64) -> std::io::Result<()> {
+        let mut all = LastIndex::load(path);
+        let slot = all.by_cluster.entry(cluster.to_string()).or_default();
+        if *slot >= index {
+            return Ok(());
+        }
+        *slot = index;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&all)?)?;
+        std::fs::rename(tmp, path)
     }
 }
 

@@ -15,7 +15,8 @@ pub enum ClusterCmd {
     /// (`aide serve --join MEMBER` does this for a new node by itself.)
     Join {
         addr: String,
-        /// The id to give the node; the next free one when unset.
+        /// The id the node was started with (`aide serve --no-init --node-id N`); asked of the
+        /// node itself when unset.
         #[arg(long)]
         node_id: Option<u64>,
     },
@@ -51,6 +52,37 @@ fn status_json(n: &NodeStatus) -> Value {
     })
 }
 
+/// The id the node at `addr` runs with, checked against the members `c` knows of.
+async fn new_node_id(addr: &str, c: &Client) -> Result<u64, CliError> {
+    let newcomer = Client::new(crate::client::ClientConfig {
+        endpoints: vec![addr.to_string()],
+        timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    })?;
+    let info = newcomer
+        .cluster_node_info(pb::NodeInfoRequest {})
+        .await
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot reach the new node at {addr} ({e}); start it first with `aide serve --no-init --listen {addr}`"
+            ))
+        })?;
+    let id = info.status.map_or(0, |s| s.node_id);
+    let members = c.cluster_members(pb::MembersRequest {}).await?.members;
+    if let Some(m) = members
+        .iter()
+        .find(|m| m.node_id == id && m.address != addr)
+    {
+        let free = members.iter().map(|m| m.node_id).max().unwrap_or(0) + 1;
+        return Err(CliError::Failed(format!(
+            "the node at {addr} runs as node {id}, but node {id} is already the member at {}; \
+             restart it on an empty data directory with `--no-init --node-id {free}`",
+            m.address
+        )));
+    }
+    Ok(id)
+}
+
 pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliError> {
     match cmd {
         ClusterCmd::Init => {
@@ -61,9 +93,13 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
             );
         }
         ClusterCmd::Join { addr, node_id } => {
+            let node_id = match node_id {
+                Some(id) => id,
+                None => new_node_id(&addr, c).await?,
+            };
             let r = c
                 .cluster_join(pb::JoinRequest {
-                    node_id: node_id.unwrap_or(0),
+                    node_id,
                     address: addr.clone(),
                 })
                 .await?;

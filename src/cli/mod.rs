@@ -12,7 +12,7 @@ mod state;
 mod task;
 
 use crate::client::{Client, ClientConfig, ClientError, ReadMode};
-use crate::config::ClientFile;
+use crate::config::{ClientFile, LastIndex};
 use clap::{Parser, Subcommand, ValueEnum};
 use print::Format;
 use std::process::ExitCode;
@@ -48,9 +48,26 @@ pub struct Global {
     /// Read consistency: linearizable (through the leader) or stale (this node's data).
     #[arg(long, global = true, value_enum, default_value_t = ConsistencyArg::Linearizable)]
     pub consistency: ConsistencyArg,
-    /// Reads wait until the node has applied at least this log index.
-    #[arg(long, global = true, value_name = "INDEX")]
-    pub min_index: Option<u64>,
+    /// Reads wait until the node has applied at least this log index; `last` is the newest index
+    /// this client has seen from these nodes (its last write or newer): read-your-writes at any node.
+    #[arg(long, global = true, value_name = "INDEX|last", value_parser = parse_min_index)]
+    pub min_index: Option<MinIndex>,
+}
+
+/// A `--min-index` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinIndex {
+    At(u64),
+    Last,
+}
+
+fn parse_min_index(s: &str) -> Result<MinIndex, String> {
+    if s == "last" {
+        return Ok(MinIndex::Last);
+    }
+    s.parse()
+        .map(MinIndex::At)
+        .map_err(|_| format!("{s:?} is neither a log index nor `last`"))
 }
 
 /// The `--consistency` values.
@@ -140,20 +157,63 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve(_) => unreachable!("handled before the runtime starts"),
-        Command::Memory(c) => memory::run(c, &client(g).await?, &out).await,
-        Command::Decision(c) => decision::run(c, &client(g).await?, &out).await,
-        Command::State(c) => state::run(c, &client(g).await?, &out).await,
-        Command::Message(c) => message::run(c, &client(g).await?, &out).await,
-        Command::Task(c) => task::run(c, &client(g).await?, &out).await,
+        Command::Memory(c) => {
+            let client = client(g).await?;
+            remembering(&client, memory::run(c, &client, &out).await)
+        }
+        Command::Decision(c) => {
+            let client = client(g).await?;
+            remembering(&client, decision::run(c, &client, &out).await)
+        }
+        Command::State(c) => {
+            let client = client(g).await?;
+            remembering(&client, state::run(c, &client, &out).await)
+        }
+        Command::Message(c) => {
+            let client = client(g).await?;
+            remembering(&client, message::run(c, &client, &out).await)
+        }
+        Command::Task(c) => {
+            let client = client(g).await?;
+            remembering(&client, task::run(c, &client, &out).await)
+        }
         Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
         Command::Bench(args) => bench::run(args, endpoints(g)?, g.project.clone(), &out).await,
     }
 }
 
+/// Keeps the newest index `client` saw, for a later `--min-index last`, then passes `result` on.
+fn remembering(client: &Client, result: Result<(), CliError>) -> Result<(), CliError> {
+    let seen = client.last_index();
+    if seen > 0 {
+        if let Some(path) = LastIndex::default_path() {
+            // Best effort: a read-only home only costs `--min-index last` its memory.
+            let _ = LastIndex::record(&path, &endpoints_key(&client.endpoints()), seen);
+        }
+    }
+    result
+}
+
+/// The key the last index is kept under: the sorted endpoint list, since the index belongs to
+/// the cluster those nodes form.
+fn endpoints_key(endpoints: &[String]) -> String {
+    let mut e = endpoints.to_vec();
+    e.sort();
+    e.join(",")
+}
+
 /// The client the global options describe.
 pub async fn client(g: &Global) -> Result<Client, CliError> {
+    let endpoints = endpoints(g)?;
+    let min_index = match g.min_index {
+        None => None,
+        Some(MinIndex::At(n)) => Some(n),
+        Some(MinIndex::Last) => LastIndex::default_path()
+            .and_then(|p| LastIndex::load(&p).get(&endpoints_key(&endpoints)))
+            .or(Some(0)),
+    };
     let config = ClientConfig {
-        endpoints: endpoints(g)?,
+        endpoints,
         project: match g.project.clone().filter(|p| !p.is_empty()) {
             Some(p) => Some(p),
             None => client_file()?.project,
@@ -162,7 +222,7 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
             ConsistencyArg::Linearizable => ReadMode::Linearizable,
             ConsistencyArg::Stale => ReadMode::Stale,
         },
-        min_index: g.min_index,
+        min_index,
         ..ClientConfig::default()
     };
     Ok(Client::connect(config).await?)

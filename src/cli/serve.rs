@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Do not create a single-node cluster: wait for `aide cluster init` or `aide cluster join`.
     #[arg(long)]
     pub no_init: bool,
+    /// Build a snapshot and compact the Raft log after this many entries since the last one.
+    #[arg(long, value_name = "ENTRIES", default_value_t = crate::raft::RaftTiming::default().snapshot_every,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
 }
 
 /// The data directory used when none is given.
@@ -88,7 +92,10 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         node_id: args.node_id.or(file.node_id),
         join: args.join.clone().or(file.join),
         init: !args.no_init && file.init.unwrap_or(true),
-        timing: Default::default(),
+        timing: crate::raft::RaftTiming {
+            snapshot_every: args.snapshot_every,
+            ..Default::default()
+        },
     };
     runtime.block_on(async move {
         let running = match node::start(config.clone()).await {

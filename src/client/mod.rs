@@ -168,6 +168,11 @@ impl Client {
             .collect()
     }
 
+    /// Every endpoint, in the order given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.addr.clone()).collect()
+    }
+
     /// The endpoint calls go to now.
     pub fn endpoint(&self) -> &str {
         &self.endpoints[self.current.load(Ordering::SeqCst) % self.endpoints.len()].addr
@@ -252,7 +257,9 @@ impl Client {
                 }
                 Err(s) => s,
             };
-            if status.code() != Code::Unavailable || Instant::now() >= deadline {
+            // `Cancelled` is what a call in flight gets when its connection dies with the node.
+            let retry = matches!(status.code(), Code::Unavailable | Code::Cancelled);
+            if !retry || Instant::now() >= deadline {
                 return Err(status.into());
             }
             attempt += 1;

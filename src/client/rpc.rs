@@ -106,6 +106,8 @@ rpcs! {
     Write cluster_remove: ClusterServiceClient::remove(cluster::RemoveRequest) -> cluster::RemoveResponse;
     /// Every member's state.
     Read cluster_status: ClusterServiceClient::status(cluster::StatusRequest) -> cluster::StatusResponse;
+    /// What the answering node says of itself.
+    Read cluster_node_info: ClusterServiceClient::node_info(cluster::NodeInfoRequest) -> cluster::NodeInfoResponse;
     /// The membership.
     Read cluster_members: ClusterServiceClient::members(cluster::MembersRequest) -> cluster::MembersResponse;
 }

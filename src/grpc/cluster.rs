@@ -83,20 +83,16 @@ impl ClusterService for Cluster {
         &self,
         _: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
-        self.node.remove(self.node.id).await?;
-        Ok(Response::new(pb::LeaveResponse {
-            members: self.node.members(),
-        }))
+        let members = self.node.remove(self.node.id).await?;
+        Ok(Response::new(pb::LeaveResponse { members }))
     }
 
     async fn remove(
         &self,
         req: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
-        self.node.remove(req.into_inner().node_id).await?;
-        Ok(Response::new(pb::RemoveResponse {
-            members: self.node.members(),
-        }))
+        let members = self.node.remove(req.into_inner().node_id).await?;
+        Ok(Response::new(pb::RemoveResponse { members }))
     }
 
     async fn status(

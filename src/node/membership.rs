@@ -109,10 +109,12 @@ impl Node {
         Ok(id)
     }
 
-    /// Removes node `id`, refusing when the voters left could not reach a quorum.
-    pub async fn remove(&self, id: NodeId) -> Result<(), NodeError> {
+    /// Removes node `id`, refusing when the voters left could not reach a quorum; returns the
+    /// members once the change is committed.
+    pub async fn remove(&self, id: NodeId) -> Result<Vec<pb::Member>, NodeError> {
         if let Some(leader) = self.leader_elsewhere()? {
-            self.cluster_client(&leader)?
+            let r = self
+                .cluster_client(&leader)?
                 .remove(pb::RemoveRequest { node_id: id })
                 .await
                 .map_err(|s| match s.code() {
@@ -122,7 +124,7 @@ impl Node {
                     tonic::Code::NotFound => NodeError::NotFound(s.message().to_string()),
                     _ => NodeError::Unavailable(format!("the leader at {leader}: {}", s.message())),
                 })?;
-            return Ok(());
+            return Ok(r.into_inner().members);
         }
         let members = self.members();
         let Some(target) = members.iter().find(|m| m.node_id == id) else {
@@ -163,7 +165,7 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         tracing::info!(node = id, "removed a node from the cluster");
-        Ok(())
+        Ok(self.members())
     }
 
     /// What node `addr` says of itself.

@@ -78,7 +78,8 @@ pub fn config(timing: &RaftTiming) -> Result<openraft::Config, openraft::ConfigE
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 2 * 1024 * 1024,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Keep at most a snapshot interval of log behind the snapshot for slow followers.
+        max_in_snapshot_log_to_keep: timing.snapshot_every.min(1_000),
         max_payload_entries: 512,
         ..Default::default()
     }

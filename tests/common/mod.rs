@@ -21,6 +21,8 @@ pub struct NodeProc {
     child: Option<Child>,
     /// The address it serves on.
     pub addr: String,
+    /// Its node id, as it announced it.
+    pub id: u64,
     /// Its data directory.
     pub dir: PathBuf,
     /// Its log file (stderr).
@@ -36,6 +38,7 @@ impl NodeProc {
         let mut node = NodeProc {
             child: None,
             addr: String::new(),
+            id: 0,
             dir: dir.to_path_buf(),
             log,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -72,15 +75,22 @@ impl NodeProc {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(" serving on ").nth(1) {
+                // "aide node ID serving on ADDR (data: DIR)"
+                if let Some((head, rest)) = line.split_once(" serving on ") {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let id = head
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|i| i.parse().ok())
+                        .unwrap_or(0);
+                    let _ = tx.send((addr, id));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => {
+            Ok((addr, id)) => {
                 self.addr = addr;
+                self.id = id;
                 self.child = Some(child);
                 Ok(())
             }
@@ -198,9 +208,20 @@ impl CliOutput {
 
 /// Runs `aide ARGS` with `--remote` set to `remote`.
 pub fn cli(remote: &str, args: &[&str]) -> CliOutput {
+    cli_with_config(
+        remote,
+        Path::new("/nonexistent/aide-test-config.yaml"),
+        args,
+    )
+}
+
+/// Runs `aide ARGS` with `--remote` set to `remote` and `AIDE_CONFIG` set to `config` (the
+/// client keeps what it remembers, such as its last write index, next to that file).
+pub fn cli_with_config(remote: &str, config: &Path, args: &[&str]) -> CliOutput {
     let out: Output = Command::new(aide_bin())
         .args(args)
         .env("AIDE_REMOTE", remote)
+        .env("AIDE_CONFIG", config)
         .env_remove("AIDE_PROJECT")
         .output()
         .expect("run aide");
@@ -210,6 +231,8 @@ pub fn cli(remote: &str, args: &[&str]) -> CliOutput {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+pub mod cluster;
 
 /// Waits until the node at `addr` reports healthy (it has a leader), for up to 15 s.
 pub async fn wait_healthy(addr: &str) {

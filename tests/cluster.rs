@@ -1,0 +1,477 @@
+//! Three and more real nodes over real gRPC on loopback: replication, writes on followers, the
+//! leader killed, a late joiner catching up by snapshot, leave and remove, restarts, read
+//! consistency levels, read-your-writes with the min-index, client failover, watch streams on
+//! followers, and the cluster CLI.
+
+mod common;
+
+use aide::client::ReadMode;
+use aide::grpc::pb::aidememory::*;
+use common::cluster::Cluster;
+use common::{cli, cli_with_config, client_for};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+fn set(key: &str, value: &str) -> StateSetRequest {
+    StateSetRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+fn get(key: &str) -> StateGetRequest {
+    StateGetRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+async fn value_at(c: &aide::client::Client, key: &str) -> Option<String> {
+    let r = c.state_get(get(key)).await.unwrap();
+    r.found.then(|| r.state.unwrap().value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_follower_reaches_every_node() {
+    let mut c = Cluster::start(3, &[]).await;
+    let f = c.follower().await;
+    let w = c.client(f, "p", ReadMode::Linearizable);
+    w.state_set(set("k", "from-a-follower")).await.unwrap();
+    assert!(
+        w.last_index() > 0,
+        "a write reports the index it applied at"
+    );
+
+    // A linearizable read sees it at once, whichever node serves it.
+    for i in 0..3 {
+        let r = c.client(i, "p", ReadMode::Linearizable);
+        assert_eq!(value_at(&r, "k").await.as_deref(), Some("from-a-follower"));
+    }
+    // And every node holds its own copy.
+    c.wait_applied(w.last_index()).await;
+    for i in 0..3 {
+        let r = c.client(i, "p", ReadMode::Stale);
+        assert_eq!(value_at(&r, "k").await.as_deref(), Some("from-a-follower"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3, &[]).await;
+    let addrs = c.addrs();
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Four writers, each through every endpoint, write until told to stop.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = client_for(&addrs, "p", ReadMode::Linearizable);
+        let acked = acked.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            let mut failures = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 2_000 {
+                let key = format!("w{w}-{n}");
+                match client.state_set(set(&key, &key)).await {
+                    Ok(_) => {
+                        acked.lock().unwrap().insert(key.clone(), key);
+                    }
+                    Err(_) => failures += 1,
+                }
+                n += 1;
+            }
+            failures
+        }));
+    }
+    // Let some writes land, then kill the leader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "no writes before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let old = c.leader().await;
+    c.nodes[old].kill();
+    let before_kill = acked.lock().unwrap().len();
+
+    // A new leader is elected among the survivors and the writers go on.
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < before_kill + 100 {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the leader died"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    // Every acknowledged write is on the survivors.
+    let acked = acked.lock().unwrap().clone();
+    let survivors: Vec<String> = c.running_addrs();
+    for addr in &survivors {
+        let r = client_for(std::slice::from_ref(addr), "p", ReadMode::Linearizable);
+        let listed = r.state_list(StateListRequest::default()).await.unwrap();
+        let stored: BTreeMap<String, String> = listed
+            .states
+            .into_iter()
+            .map(|s| (s.key, s.value))
+            .collect();
+        for (k, v) in &acked {
+            assert_eq!(
+                stored.get(k),
+                Some(v),
+                "acknowledged write {k} lost on {addr}"
+            );
+        }
+    }
+
+    // The old leader comes back as a follower and catches up.
+    c.nodes[old].restart();
+    let r = c.client(old, "p", ReadMode::Linearizable);
+    let (k, v) = acked.iter().next_back().unwrap();
+    assert_eq!(value_at(&r, k).await.as_ref(), Some(v));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_by_snapshot_and_searches() {
+    let mut c = Cluster::start(3, &["--snapshot-every", "50"]).await;
+    let w = c.client(0, "p", ReadMode::Linearizable);
+    for i in 0..200 {
+        let content = if i == 137 {
+            "The deploy pipeline needs the authentication token rotated weekly".to_string()
+        } else {
+            format!("Filler note number {i} about nothing in particular")
+        };
+        w.memory_add(MemoryAddRequest {
+            content,
+            category: "learning".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let last = w.last_index();
+    c.wait_applied(last).await;
+
+    let new = c.add_node().await;
+    c.wait_voters(4).await;
+    c.wait_applied(last).await;
+    assert!(
+        c.nodes[new].log_text().contains("installed a snapshot"),
+        "the fourth node caught up without a snapshot; log:\n{}",
+        c.nodes[new].log_text()
+    );
+    // Its own copy answers searches and lists.
+    let r = c.client(new, "p", ReadMode::Stale);
+    let found = r
+        .memory_search(MemorySearchRequest {
+            query: "authent".into(),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.memories.len(), 1);
+    assert!(found.memories[0].content.contains("authentication token"));
+    let listed = r
+        .memory_list(MemoryListRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.memories.len(), 200);
+    // And it takes writes like any member.
+    r.state_set(set("from-the-joiner", "yes")).await.unwrap();
+    assert_eq!(
+        value_at(&w, "from-the-joiner").await.as_deref(),
+        Some("yes")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_and_leave_keep_the_data_and_refuse_to_lose_the_quorum() {
+    let mut c = Cluster::start(3, &[]).await;
+    let w = client_for(&c.addrs(), "p", ReadMode::Linearizable);
+    w.state_set(set("kept", "1")).await.unwrap();
+
+    // With one follower down, removing the other would leave one of two voters: refused.
+    let leader = c.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    c.nodes[followers[0]].kill();
+    let refused = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "remove", &c.nodes[followers[1]].id.to_string()],
+    );
+    assert!(
+        !refused.ok,
+        "removing a live voter without a quorum left was accepted"
+    );
+    assert!(
+        refused.stderr.contains("quorum"),
+        "the refusal explains itself: {}",
+        refused.stderr
+    );
+    // Removing the dead one is fine, and says so.
+    let dead = c.nodes[followers[0]].id;
+    let removed = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "remove", &dead.to_string()],
+    );
+    assert_eq!(removed.out().trim(), format!("Removed node {dead}"));
+
+    // The other follower leaves on its own.
+    let leaving = followers[1];
+    let left = cli(
+        &c.nodes[leaving].addr,
+        &["cluster", "leave", "--format", "json"],
+    )
+    .json();
+    let members = left["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{left}");
+    assert_eq!(members[0]["node_id"], c.nodes[leader].id);
+
+    // The one node left has everything and still takes writes alone.
+    let r = c.client(leader, "p", ReadMode::Linearizable);
+    assert_eq!(value_at(&r, "kept").await.as_deref(), Some("1"));
+    r.state_set(set("after", "2")).await.unwrap();
+    // The last voter cannot be removed.
+    let last = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "remove", &c.nodes[leader].id.to_string()],
+    );
+    assert!(!last.ok);
+    assert!(last.stderr.contains("last voter"), "{}", last.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_comes_back_with_its_data_and_identity() {
+    let mut c = Cluster::start(3, &[]).await;
+    let f = c.follower().await;
+    let id = c.nodes[f].id;
+    let w = client_for(&c.addrs(), "p", ReadMode::Linearizable);
+    w.state_set(set("before", "1")).await.unwrap();
+    c.wait_applied(w.last_index()).await;
+    assert!(c.nodes[f].terminate(), "a clean stop on SIGTERM");
+
+    // The others go on without it.
+    let l = c.leader().await;
+    let lw = c.client(l, "p", ReadMode::Linearizable);
+    lw.state_set(set("while-down", "2")).await.unwrap();
+
+    c.nodes[f].restart();
+    assert_eq!(c.nodes[f].id, id, "the same node id");
+    let r = c.client_at_index(f, "p", lw.last_index());
+    assert_eq!(value_at(&r, "before").await.as_deref(), Some("1"));
+    assert_eq!(value_at(&r, "while-down").await.as_deref(), Some("2"));
+    c.wait_voters(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not() {
+    let mut c = Cluster::start(3, &[]).await;
+    let w = client_for(&c.addrs(), "p", ReadMode::Linearizable);
+    w.state_set(set("k", "v")).await.unwrap();
+    c.wait_applied(w.last_index()).await;
+
+    // Two of three nodes die: the survivor cannot know it is current.
+    let keep = c.follower().await;
+    for i in 0..3 {
+        if i != keep {
+            c.nodes[i].kill();
+        }
+    }
+    let stale = c.client(keep, "p", ReadMode::Stale);
+    assert_eq!(value_at(&stale, "k").await.as_deref(), Some("v"));
+    let mut lin = aide::client::ClientConfig {
+        endpoints: vec![c.nodes[keep].addr.clone()],
+        project: Some("p".into()),
+        ..Default::default()
+    };
+    lin.timeout = Duration::from_secs(3);
+    let lin = aide::client::Client::new(lin).unwrap();
+    let err = lin.state_get(get("k")).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code,
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
+        "a linearizable read without a quorum fails rather than answering: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reads_its_clients_writes_with_the_min_index() {
+    let mut c = Cluster::start(3, &[]).await;
+    let l = c.leader().await;
+    let f = c.follower().await;
+    let w = c.client(l, "p", ReadMode::Linearizable);
+    for i in 0..20 {
+        w.state_set(set("counter", &i.to_string())).await.unwrap();
+        // Read back at the follower, served from its own copy once it has the write.
+        let r = c.client_at_index(f, "p", w.last_index());
+        assert_eq!(value_at(&r, "counter").await, Some(i.to_string()));
+    }
+    // An index the cluster has not reached waits, then fails with a clear error.
+    let far = c.client_at_index(f, "p", w.last_index() + 1_000_000);
+    let err = far.state_get(get("counter")).await.unwrap_err();
+    assert_eq!(err.code, tonic::Code::DeadlineExceeded, "{err:?}");
+
+    // The CLI does the same with `--min-index last`: it keeps the index of its last write.
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.yaml");
+    let follower = &c.nodes[f].addr;
+    for v in ["42", "43"] {
+        cli_with_config(
+            follower,
+            &config,
+            &["--project", "p", "state", "set", "cli", v],
+        )
+        .out();
+    }
+    assert!(home.path().join("last-index.json").exists());
+    let out = cli_with_config(
+        follower,
+        &config,
+        &[
+            "--project",
+            "p",
+            "--consistency",
+            "stale",
+            "--min-index",
+            "last",
+            "--format",
+            "json",
+            "state",
+            "get",
+            "cli",
+        ],
+    )
+    .json();
+    assert_eq!(out["value"], "43", "{out}");
+    let bad = cli(follower, &["--min-index", "soon", "state", "get", "cli"]);
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.contains("neither a log index nor `last`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_fails_over_when_its_node_dies() {
+    let mut c = Cluster::start(3, &[]).await;
+    let client = aide::client::Client::connect(aide::client::ClientConfig {
+        endpoints: c.addrs(),
+        project: Some("p".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    client.state_set(set("a", "1")).await.unwrap();
+    let using = client.endpoint().to_string();
+    let i = c.addrs().iter().position(|a| *a == using).unwrap();
+    c.nodes[i].kill();
+
+    // The next calls go to a live node and see everything written before.
+    client.state_set(set("b", "2")).await.unwrap();
+    assert_ne!(client.endpoint(), using);
+    assert_eq!(value_at(&client, "a").await.as_deref(), Some("1"));
+    assert_eq!(value_at(&client, "b").await.as_deref(), Some("2"));
+
+    // The CLI with a list of nodes does the same.
+    let list = c.addrs().join(",");
+    let out = cli(
+        &list,
+        &["--project", "p", "state", "get", "b", "--format", "json"],
+    )
+    .json();
+    assert_eq!(out["value"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_work_on_a_follower() {
+    let mut c = Cluster::start(3, &[]).await;
+    let f = c.follower().await;
+    let l = c.leader().await;
+    let channel = aide::raft::network::channel(&c.nodes[f].addr).unwrap();
+    let mut swarm = swarm_service_client::SwarmServiceClient::new(channel);
+    let mut req = tonic::Request::new(WatchTasksRequest::default());
+    req.metadata_mut()
+        .insert("x-aide-project", "p".parse().unwrap());
+    let mut tasks = swarm.watch_tasks(req).await.unwrap().into_inner();
+
+    let w = c.client(l, "p", ReadMode::Linearizable);
+    let t = w
+        .task_create(TaskCreateRequest {
+            title: "watched from afar".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .task
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), tasks.next())
+        .await
+        .expect("the follower's stream delivered the task")
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.id, t.id);
+    assert_eq!(seen.title, "watched from afar");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_cli_shows_members_and_adds_a_node() {
+    let mut c = Cluster::start(3, &[]).await;
+    let l = c.leader().await;
+    let leader_id = c.nodes[l].id;
+    let any = &c.nodes[(l + 1) % 3].addr;
+
+    let members = cli(any, &["cluster", "members"]).out().to_string();
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert!(
+        members.contains(&format!("{leader_id} {} voter (leader)", c.nodes[l].addr)),
+        "{members}"
+    );
+    let status = cli(any, &["cluster", "status", "--format", "json"]).json();
+    assert_eq!(status["leader_id"], leader_id);
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["reachable"] == true), "{status}");
+    let text = cli(any, &["cluster", "status"]).out().to_string();
+    assert!(text.starts_with("ID"), "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
+
+    // A node started with --no-init is added with `aide cluster join` through any member, once
+    // its id is one the cluster does not use.
+    let clash = common::NodeProc::start(&c.dir(4), &["--no-init"]);
+    let refused = cli(any, &["cluster", "join", &clash.addr]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("--no-init --node-id 4"),
+        "{}",
+        refused.stderr
+    );
+    drop(clash);
+    let fourth = common::NodeProc::start(&c.dir(5), &["--no-init", "--node-id", "4"]);
+    let joined = cli(any, &["cluster", "join", &fourth.addr])
+        .out()
+        .to_string();
+    assert!(joined.starts_with("Added node "), "{joined}");
+    c.nodes.push(fourth);
+    c.wait_voters(4).await;
+    let w = client_for(
+        std::slice::from_ref(&c.nodes[3].addr),
+        "p",
+        ReadMode::Linearizable,
+    );
+    w.state_set(set("via-the-fourth", "ok")).await.unwrap();
+}
