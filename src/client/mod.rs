@@ -3,12 +3,18 @@
 //! one and fails over to the next when it cannot be reached. Writes carry a request id that
 //! stays the same across retries, so a retried write applies once; every response's applied
 //! index is remembered so a later read can ask for at least it.
+//!
+//! Writes go to the leader when it is one of the endpoints (learned from the membership when
+//! the client probes, and again after a write fails over): any node would forward them there,
+//! and going directly saves that hop. Reads stay on the nearest node.
 
 mod rpc;
 
 use crate::grpc::meta::{APPLIED_INDEX, CONSISTENCY, MIN_INDEX, PROJECT, REQUEST_ID};
 use crate::grpc::pb::aidememory::health_service_client::HealthServiceClient;
 use crate::grpc::pb::aidememory::HealthCheckRequest;
+use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
+use crate::grpc::pb::cluster::MembersRequest;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,6 +87,8 @@ pub struct Client {
     endpoints: Arc<Vec<Endpoint>>,
     /// The index in `endpoints` of the one in use.
     current: Arc<AtomicUsize>,
+    /// The index in `endpoints` of the leader, or [`NO_LEADER`].
+    leader: Arc<AtomicUsize>,
     config: Arc<ClientConfig>,
     /// The highest applied index any response reported.
     last_index: Arc<AtomicU64>,
@@ -120,6 +128,7 @@ impl Client {
         Ok(Client {
             endpoints: Arc::new(endpoints),
             current: Arc::new(AtomicUsize::new(0)),
+            leader: Arc::new(AtomicUsize::new(NO_LEADER)),
             config: Arc::new(config),
             last_index: Arc::new(AtomicU64::new(0)),
             rtts: Arc::new(Mutex::new(vec![None; n])),
@@ -161,11 +170,33 @@ impl Client {
             self.current.store(best, Ordering::SeqCst);
         }
         *self.rtts.lock().unwrap_or_else(|p| p.into_inner()) = rtts.clone();
+        self.learn_leader().await;
         self.endpoints
             .iter()
             .map(|e| e.addr.clone())
             .zip(rtts)
             .collect()
+    }
+
+    /// Asks the node in use who leads, and sends writes there when it is one of the endpoints.
+    async fn learn_leader(&self) {
+        let n = self.endpoints.len();
+        if n < 2 {
+            return;
+        }
+        let i = self.current.load(Ordering::SeqCst) % n;
+        let mut req = Request::new(MembersRequest {});
+        req.set_timeout(Duration::from_secs(1));
+        let found = ClusterServiceClient::new(self.endpoints[i].channel.clone())
+            .members(req)
+            .await
+            .ok()
+            .and_then(|r| {
+                let r = r.into_inner();
+                let addr = r.members.into_iter().find(|m| m.node_id == r.leader_id)?.address;
+                self.endpoints.iter().position(|e| e.addr == addr)
+            });
+        self.leader.store(found.unwrap_or(NO_LEADER), Ordering::SeqCst);
     }
 
     /// Every endpoint, in the order given.
@@ -240,7 +271,16 @@ impl Client {
         let mut refused_in_a_row = 0usize;
         let mut first_refusal: Option<Instant> = None;
         loop {
-            let i = self.current.load(Ordering::SeqCst) % n;
+            let leader = match kind {
+                Kind::Write => self.leader.load(Ordering::SeqCst),
+                Kind::Read => NO_LEADER,
+            };
+            let to_leader = leader < n;
+            let i = if to_leader {
+                leader
+            } else {
+                self.current.load(Ordering::SeqCst) % n
+            };
             let channel = self.endpoints[i].channel.clone();
             let req = self.decorate(msg.clone(), kind, &request_id)?;
             let status = match send(channel, req).await {
@@ -253,6 +293,10 @@ impl Client {
                     {
                         self.last_index.fetch_max(index, Ordering::SeqCst);
                     }
+                    if kind == Kind::Write && attempt > 0 {
+                        // The write went elsewhere than planned: find the leader again.
+                        self.learn_leader().await;
+                    }
                     return Ok(resp.into_inner());
                 }
                 Err(s) => s,
@@ -263,6 +307,16 @@ impl Client {
                 return Err(status.into());
             }
             attempt += 1;
+            if to_leader {
+                // The leader is gone or moved: go back to the nearest node, which forwards.
+                let _ = self.leader.compare_exchange(
+                    leader,
+                    NO_LEADER,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                continue;
+            }
             if n > 1 {
                 // Move on to the next endpoint (unless another call already did).
                 let _ = self.current.compare_exchange(
@@ -300,6 +354,9 @@ impl Client {
         }
     }
 }
+
+/// No endpoint is known to lead.
+const NO_LEADER: usize = usize::MAX;
 
 /// How long calls keep trying when no endpoint accepts a connection.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);

@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Merged proposals under way at once.
 pub const MAX_IN_FLIGHT: usize = 1;
+/// Merged batches a follower forwards to the leader at once: the leader merges them with its
+/// own, so a follower need not wait for one to commit before sending the next.
+pub const MAX_FORWARDS_IN_FLIGHT: usize = 4;
 /// The most envelopes in one Raft entry.
 pub const MAX_ENVELOPES: usize = 1024;
 /// Roughly the most bytes of envelopes in one Raft entry.
@@ -64,8 +67,13 @@ pub(crate) struct BatchQueue {
 impl BatchQueue {
     /// Merges and proposes until the node is gone.
     pub(crate) async fn run(mut self, node: Weak<Node>) {
-        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let leading = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let forwarding = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
         while let Some(first) = self.rx.recv().await {
+            let Some(strong) = node.upgrade() else { return };
+            let leads = strong.leader().is_some_and(|(id, _)| id == strong.id);
+            drop(strong);
+            let permits = if leads { &leading } else { &forwarding };
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };

@@ -73,7 +73,8 @@ impl Node {
 
     /// The current leader's id and address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.clone()))
