@@ -382,9 +382,9 @@ async fn the_client_fails_over_when_its_node_dies() {
     c.nodes[i].kill();
 
     // The next calls go to a live node and see everything written before.
-    client.state_set(set("b", "2")).await.unwrap();
-    assert_ne!(client.endpoint(), using);
     assert_eq!(value_at(&client, "a").await.as_deref(), Some("1"));
+    assert_ne!(client.endpoint(), using, "reads moved to a live node");
+    client.state_set(set("b", "2")).await.unwrap();
     assert_eq!(value_at(&client, "b").await.as_deref(), Some("2"));
 
     // The CLI with a list of nodes does the same.

@@ -180,9 +180,14 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
                 if t0 >= end {
                     break;
                 }
-                let ok = one(&c, cfg.op, &mut r, &cfg).await.is_ok();
+                let outcome = one(&c, cfg.op, &mut r, &cfg).await;
                 if t0 >= measure_from {
-                    if ok {
+                    if let Err(e) = &outcome {
+                        if errors == 0 {
+                            eprintln!("client {i}: a call failed: {e}");
+                        }
+                    }
+                    if outcome.is_ok() {
                         latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     } else {
                         errors += 1;

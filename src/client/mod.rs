@@ -193,10 +193,15 @@ impl Client {
             .ok()
             .and_then(|r| {
                 let r = r.into_inner();
-                let addr = r.members.into_iter().find(|m| m.node_id == r.leader_id)?.address;
+                let addr = r
+                    .members
+                    .into_iter()
+                    .find(|m| m.node_id == r.leader_id)?
+                    .address;
                 self.endpoints.iter().position(|e| e.addr == addr)
             });
-        self.leader.store(found.unwrap_or(NO_LEADER), Ordering::SeqCst);
+        self.leader
+            .store(found.unwrap_or(NO_LEADER), Ordering::SeqCst);
     }
 
     /// Every endpoint, in the order given.
@@ -302,7 +307,9 @@ impl Client {
                 Err(s) => s,
             };
             // `Cancelled` is what a call in flight gets when its connection dies with the node.
-            let retry = matches!(status.code(), Code::Unavailable | Code::Cancelled);
+            // An `Unknown` "transport error" is a connection that broke mid-call.
+            let retry = matches!(status.code(), Code::Unavailable | Code::Cancelled)
+                || (status.code() == Code::Unknown && is_connect_error(&status));
             if !retry || Instant::now() >= deadline {
                 return Err(status.into());
             }
@@ -349,7 +356,8 @@ impl Client {
             } else {
                 refused_in_a_row = 0;
             }
-            let pause = Duration::from_millis((50 * attempt as u64).min(500));
+            // A node that answered is waiting for an election: try again soon.
+            let pause = Duration::from_millis((25 * attempt as u64).min(100));
             tokio::time::sleep(pause).await;
         }
     }

@@ -127,15 +127,17 @@ impl Node {
             envelopes: encode(envelopes),
         });
         req.set_timeout(WRITE_TIMEOUT);
+        // Only an answer from the leader that it failed the write is final; a lost connection
+        // (unavailable, cancelled, unknown) or a leader that moved is tried again.
         let resp = client.forward(req).await.map_err(|s| match s.code() {
-            tonic::Code::Unavailable
-            | tonic::Code::FailedPrecondition
-            | tonic::Code::DeadlineExceeded => ProposeError::Unavailable(format!(
+            tonic::Code::Internal | tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
+                ProposeError::Raft(format!(
+                    "the leader at {addr} failed the write: {}",
+                    s.message()
+                ))
+            }
+            _ => ProposeError::Unavailable(format!(
                 "the leader at {addr} did not take the write: {}",
-                s.message()
-            )),
-            _ => ProposeError::Raft(format!(
-                "the leader at {addr} failed the write: {}",
                 s.message()
             )),
         })?;

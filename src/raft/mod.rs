@@ -58,10 +58,13 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
+        // openraft starts an election once a follower has heard nothing for the leader lease
+        // (election_max) plus a random election timeout (election_min..election_max): here
+        // 600 to 700 ms after the last heartbeat, so a dead leader costs under a second of writes.
         RaftTiming {
-            heartbeat_ms: 100,
-            election_min_ms: 400,
-            election_max_ms: 700,
+            heartbeat_ms: 50,
+            election_min_ms: 250,
+            election_max_ms: 350,
             snapshot_every: 20_000,
         }
     }
