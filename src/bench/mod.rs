@@ -35,6 +35,8 @@ pub struct BenchConfig {
     pub value_size: usize,
     /// Distinct keys (state) or memories (search) the operations pick from.
     pub keys: usize,
+    /// Stop after this many operations in all (counting the warmup's), even before the duration.
+    pub max_ops: Option<u64>,
 }
 
 /// What one run measured.
@@ -164,8 +166,10 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
     let start = Instant::now();
     let measure_from = start + cfg.warmup;
     let end = measure_from + cfg.duration;
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for i in 0..cfg.clients.max(1) {
+        let started = started.clone();
         let c = client(&cfg, mode)?;
         if cfg.endpoints.len() > 1 {
             c.probe().await;
@@ -178,6 +182,10 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
+                    break;
+                }
+                let n = started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if cfg.max_ops.is_some_and(|max| n >= max) {
                     break;
                 }
                 let outcome = one(&c, cfg.op, &mut r, &cfg).await;
@@ -215,7 +223,12 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
         let i = ((all.len() as f64 - 1.0) * p).round() as usize;
         f64::from(all[i]) / 1000.0
     };
-    let seconds = cfg.duration.as_secs_f64();
+    // The measured time: up to the end, or to when the last worker stopped at --max-ops.
+    let stopped = Instant::now().min(end);
+    let seconds = stopped
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(1e-9);
     Ok(BenchReport {
         op: cfg.op,
         clients: cfg.clients,

@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Distinct keys (or memories to search) to pick from.
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
+    /// Stop after this many operations of each kind, even before the duration is up.
+    #[arg(long)]
+    pub max_ops: Option<u64>,
 }
 
 fn duration(flag: &str, s: &str) -> Result<Duration, CliError> {
@@ -51,6 +54,7 @@ pub async fn run(
             warmup: duration("warmup", &args.warmup)?,
             value_size: args.value_size,
             keys: args.keys,
+            max_ops: args.max_ops,
         })
         .await?;
         if !out.json() {

@@ -9,6 +9,9 @@ use crate::grpc::pb::aidememory::{
 };
 use crate::grpc::pb::cluster::{self as cluster, cluster_service_client::ClusterServiceClient};
 
+/// The largest response a client accepts (a long list of large memories).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
 macro_rules! rpcs {
     ($( $(#[$doc:meta])* $kind:ident $name:ident: $client:ident::$method:ident($req:ty) -> $resp:ty; )*) => {
         impl Client {
@@ -16,7 +19,10 @@ macro_rules! rpcs {
                 $(#[$doc])*
                 pub async fn $name(&self, req: $req) -> Result<$resp, ClientError> {
                     self.call(req, Kind::$kind, |channel, r| async move {
-                        $client::new(channel).$method(r).await
+                        $client::new(channel)
+                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                            .$method(r)
+                            .await
                     })
                     .await
                 }

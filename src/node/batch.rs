@@ -17,8 +17,9 @@ pub const MAX_IN_FLIGHT: usize = 1;
 pub const MAX_FORWARDS_IN_FLIGHT: usize = 4;
 /// The most envelopes in one Raft entry.
 pub const MAX_ENVELOPES: usize = 1024;
-/// Roughly the most bytes of envelopes in one Raft entry.
-pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Roughly the most bytes of envelopes in one Raft entry (one write larger than this goes
+/// alone). Small enough that 8 entries replicate within one heartbeat interval.
+pub const MAX_BYTES: usize = 256 * 1024;
 
 type Outcome = Result<(Vec<CommandResult>, u64), ProposeError>;
 

@@ -60,11 +60,12 @@ impl Default for RaftTiming {
     fn default() -> Self {
         // openraft starts an election once a follower has heard nothing for the leader lease
         // (election_max) plus a random election timeout (election_min..election_max): here
-        // 600 to 700 ms after the last heartbeat, so a dead leader costs under a second of writes.
+        // 500 to 600 ms after the last heartbeat, so a dead leader costs under a second of writes.
+        // The heartbeat interval is also how long openraft lets one AppendEntries call take.
         RaftTiming {
-            heartbeat_ms: 50,
-            election_min_ms: 250,
-            election_max_ms: 350,
+            heartbeat_ms: 100,
+            election_min_ms: 200,
+            election_max_ms: 300,
             snapshot_every: 20_000,
         }
     }
@@ -83,7 +84,9 @@ pub fn config(timing: &RaftTiming) -> Result<openraft::Config, openraft::ConfigE
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
         // Keep at most a snapshot interval of log behind the snapshot for slow followers.
         max_in_snapshot_log_to_keep: timing.snapshot_every.min(1_000),
-        max_payload_entries: 512,
+        // openraft gives an AppendEntries call one heartbeat interval to complete, so a call
+        // must stay small: at most 8 entries of at most crate::node::batch::MAX_BYTES each.
+        max_payload_entries: 8,
         ..Default::default()
     }
     .validate()
