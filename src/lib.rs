@@ -21,6 +21,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod grpc;
+pub mod mcp;
 pub mod model;
 pub mod node;
 pub mod raft;

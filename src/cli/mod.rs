@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod decision;
+mod hook;
 mod memory;
 mod message;
 pub mod print;
@@ -39,7 +40,8 @@ pub struct Global {
         value_name = "HOST:PORT[,...]"
     )]
     pub remote: Option<String>,
-    /// The project the data belongs to.
+    /// The project the data belongs to (default: `project` in the config file, else the name of
+    /// the git repository the command runs in, else the node's `default`).
     #[arg(long, global = true, env = "AIDE_PROJECT")]
     pub project: Option<String>,
     /// Output format.
@@ -102,6 +104,11 @@ pub enum Command {
     Cluster(cluster::ClusterCmd),
     /// Measure throughput and latency (closed loop: N clients, one call after another).
     Bench(bench::BenchArgs),
+    /// Serve the aide tools to an MCP client (Claude Code) on stdin/stdout.
+    Mcp,
+    /// Commands Claude Code hooks run.
+    #[command(subcommand)]
+    Hook(hook::HookCmd),
     /// Print the version.
     Version {
         /// Print JSON.
@@ -179,6 +186,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
         Command::Bench(args) => bench::run(args, endpoints(g)?, g.project.clone(), &out).await,
+        Command::Mcp => crate::mcp::serve(client(g).await?)
+            .await
+            .map_err(CliError::Failed),
+        Command::Hook(c) => hook::run(c, &client(g).await?).await,
     }
 }
 
@@ -216,7 +227,7 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
         endpoints,
         project: match g.project.clone().filter(|p| !p.is_empty()) {
             Some(p) => Some(p),
-            None => client_file()?.project,
+            None => client_file()?.project.or_else(git_project),
         },
         read_mode: match g.consistency {
             ConsistencyArg::Linearizable => ReadMode::Linearizable,
@@ -226,6 +237,13 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
         ..ClientConfig::default()
     };
     Ok(Client::connect(config).await?)
+}
+
+/// The project named after the git repository the command runs in: its root directory's name.
+fn git_project() -> Option<String> {
+    let cwd = std::env::current_dir().ok()?;
+    let root = serve::git_root(&cwd)?;
+    root.file_name()?.to_str().map(String::from)
 }
 
 /// The client configuration file (`$AIDE_CONFIG` or `~/.aide/config.yaml`), if any.

@@ -218,7 +218,9 @@ pub fn cli(remote: &str, args: &[&str]) -> CliOutput {
 /// Runs `aide ARGS` with `--remote` set to `remote` and `AIDE_CONFIG` set to `config` (the
 /// client keeps what it remembers, such as its last write index, next to that file).
 pub fn cli_with_config(remote: &str, config: &Path, args: &[&str]) -> CliOutput {
+    // Outside any git repository, so the project is the node's default unless a test names one.
     let out: Output = Command::new(aide_bin())
+        .current_dir(std::env::temp_dir())
         .args(args)
         .env("AIDE_REMOTE", remote)
         .env("AIDE_CONFIG", config)

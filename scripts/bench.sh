@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The README's figures: `aide bench` against one node and against the local 3-node cluster
+# (scripts/cluster-up.sh), with 1 and 64 concurrent clients, 256-byte values, RUNS runs each
+# (default 3); prints the median of the runs for each operation: ops/s, p50 and p99 in ms.
+# Usage: scripts/bench.sh [RUNS]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+aide=${AIDE_BIN:-$root/target/release/aide}
+runs=${1:-3}
+[ -x "$aide" ] || (cd "$root" && cargo build --release --quiet)
+work=$(mktemp -d)
+single=""
+cleanup() {
+  if [ -n "$single" ]; then
+    kill -TERM "$single" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$single" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ops=state-set,state-get,state-get-stale,memory-add,memory-search
+measure() { # label remote
+  local label=$1 remote=$2
+  for clients in 1 64; do
+    : >"$work/out"
+    for _ in $(seq 1 "$runs"); do
+      "$aide" --remote "$remote" bench --ops "$ops" --clients "$clients" --duration 5s \
+        --warmup 2s >>"$work/out"
+    done
+    # Lines: OP clients N OPS ops/s p50 P50 ms p99 P99 ms ...; median per op and column.
+    for op in ${ops//,/ }; do
+      grep "^$op " "$work/out" | awk -v label="$label" -v op="$op" -v c="$clients" '
+        { ops[NR] = $4; p50[NR] = $7; p99[NR] = $10 }
+        function median(a, n,   i, j, t) {
+          for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+          return a[int((n + 1) / 2)]
+        }
+        END { printf "%-10s %-16s clients %3d  %8.0f ops/s  p50 %7.3f ms  p99 %7.3f ms\n", label, op, c, median(ops, NR), median(p50, NR), median(p99, NR) }'
+    done
+  done
+}
+
+"$aide" serve --data-dir "$work/single" --listen 127.0.0.1:7429 >"$work/single.out" 2>"$work/single.log" &
+single=$!
+for _ in $(seq 1 100); do grep -q "serving on" "$work/single.out" && break; sleep 0.1; done
+measure "1 node" 127.0.0.1:7429
+
+"$root/scripts/cluster-up.sh" >/dev/null
+measure "3 nodes" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423

@@ -1,0 +1,326 @@
+//! `aide mcp` driven over stdio by rmcp's own client, as Claude Code would: initialize, list
+//! the tools, call every one, and check that bad parameters, an unknown tool and a node that
+//! goes away give tool errors while the server keeps answering.
+
+mod common;
+
+use common::NodeProc;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{json, Value};
+
+type Session = RunningService<RoleClient, ()>;
+
+async fn session(remote: &str, project: &str) -> Session {
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(common::aide_bin()).configure(|c| {
+            c.arg("mcp")
+                .env("AIDE_REMOTE", remote)
+                .env("AIDE_PROJECT", project)
+                .env("AIDE_CONFIG", "/nonexistent/aide-test-config.yaml");
+        }),
+    )
+    .expect("spawn aide mcp");
+    ().serve(transport).await.expect("initialize")
+}
+
+async fn call(s: &Session, tool: &'static str, args: Value) -> CallToolResult {
+    let mut params = CallToolRequestParams::new(tool);
+    if let Value::Object(map) = args {
+        params = params.with_arguments(map);
+    }
+    s.call_tool(params)
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text of a call that must succeed.
+async fn ok(s: &Session, tool: &'static str, args: Value) -> String {
+    let r = call(s, tool, args).await;
+    assert_ne!(r.is_error, Some(true), "{tool} failed: {}", text(&r));
+    text(&r)
+}
+
+/// The text of a call that must be a tool error.
+async fn tool_error(s: &Session, tool: &'static str, args: Value) -> String {
+    let r = call(s, tool, args).await;
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "{tool} should have failed: {}",
+        text(&r)
+    );
+    text(&r)
+}
+
+const TOOLS: [&str; 19] = [
+    "memory_search",
+    "memory_list",
+    "memory_add",
+    "state_get",
+    "state_list",
+    "state_set",
+    "decision_get",
+    "decision_history",
+    "decision_list",
+    "decision_set",
+    "message_list",
+    "message_send",
+    "message_ack",
+    "task_get",
+    "task_list",
+    "task_create",
+    "task_claim",
+    "task_complete",
+    "task_delete",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tool_is_listed_with_a_description_schema_and_hints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let s = session(&node.addr, "mcp").await;
+    let info = s.peer_info().expect("server info");
+    assert_eq!(info.server_info.as_ref().unwrap().name, "aide");
+
+    let tools = s.list_all_tools().await.unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    let mut want = TOOLS.to_vec();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    for t in &tools {
+        assert!(
+            t.description.as_deref().is_some_and(|d| d.len() > 10),
+            "{} has no description",
+            t.name
+        );
+        let hints = t.annotations.as_ref().expect("annotations");
+        let read_only = hints.read_only_hint == Some(true);
+        let reads = ["_search", "_list", "_get", "_history"]
+            .iter()
+            .any(|s| t.name.ends_with(s));
+        assert_eq!(read_only, reads, "{} read-only hint", t.name);
+    }
+    let search = tools.iter().find(|t| t.name == "memory_search").unwrap();
+    let required = search.input_schema.get("required").unwrap();
+    assert_eq!(required, &json!(["query"]));
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tool_works_and_answers_read_well() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let s = session(&node.addr, "mcp").await;
+
+    // Memories: Markdown grouped by category, newest first, with date and tags.
+    let added = ok(
+        &s,
+        "memory_add",
+        json!({"content": "Use exponential backoff for webhook retries", "category": "pattern", "tags": ["payments", "retry"]}),
+    )
+    .await;
+    assert!(added.starts_with("Added memory "), "{added}");
+    ok(
+        &s,
+        "memory_add",
+        json!({"content": "The staging database is reset every night", "tags": "ops, staging"}),
+    )
+    .await;
+    let listed = ok(&s, "memory_list", json!({})).await;
+    let learning = listed.find("## learning").expect(&listed);
+    let pattern = listed.find("## pattern").expect(&listed);
+    assert!(
+        learning < pattern,
+        "the newest memory's category first:\n{listed}"
+    );
+    assert!(listed.contains("tags: ops, staging"), "{listed}");
+    assert!(listed.contains("tags: payments, retry"), "{listed}");
+    let found = ok(&s, "memory_search", json!({"query": "backof"})).await;
+    assert!(found.contains("exponential backoff"), "{found}");
+    assert!(!found.contains("staging"), "{found}");
+
+    // Decisions: Markdown with rationale, details, references, author and date.
+    ok(
+        &s,
+        "decision_set",
+        json!({"topic": "auth", "decision": "JWT", "rationale": "stateless", "details": "RS256", "references": ["ADR-7"], "decided_by": "alice"}),
+    )
+    .await;
+    ok(
+        &s,
+        "decision_set",
+        json!({"topic": "auth", "decision": "Sessions", "rationale": "revocation"}),
+    )
+    .await;
+    let current = ok(&s, "decision_get", json!({"topic": "auth"})).await;
+    assert!(current.contains("**Decision:** Sessions"), "{current}");
+    assert!(current.contains("**Rationale:** revocation"), "{current}");
+    let history = ok(&s, "decision_history", json!({"topic": "auth"})).await;
+    assert!(
+        history.contains("JWT") && history.contains("Sessions"),
+        "{history}"
+    );
+    assert!(history.contains("**References:** ADR-7"), "{history}");
+    assert!(history.contains("Decided by alice"), "{history}");
+    let all = ok(&s, "decision_list", json!({})).await;
+    assert!(all.contains("### auth"), "{all}");
+
+    // State: JSON.
+    ok(
+        &s,
+        "state_set",
+        json!({"key": "build", "value": "green", "agent_id": "a1"}),
+    )
+    .await;
+    let got: Value =
+        serde_json::from_str(&ok(&s, "state_get", json!({"key": "build", "agent_id": "a1"})).await)
+            .unwrap();
+    assert_eq!(got["value"], "green");
+    let states: Value =
+        serde_json::from_str(&ok(&s, "state_list", json!({"agent_id": "a1"})).await).unwrap();
+    assert_eq!(states.as_array().unwrap().len(), 1);
+
+    // Messages: JSON, acknowledged once read.
+    let sent: Value = serde_json::from_str(
+        &ok(&s, "message_send", json!({"from": "a1", "to": "a2", "content": "rebase please", "type": "request", "ttl_seconds": 600})).await,
+    )
+    .unwrap();
+    let id = sent["id"].as_u64().unwrap();
+    let inbox: Value =
+        serde_json::from_str(&ok(&s, "message_list", json!({"agent_id": "a2"})).await).unwrap();
+    assert_eq!(inbox[0]["content"], "rebase please");
+    ok(
+        &s,
+        "message_ack",
+        json!({"message_id": id, "agent_id": "a2"}),
+    )
+    .await;
+    let inbox: Value =
+        serde_json::from_str(&ok(&s, "message_list", json!({"agent_id": "a2"})).await).unwrap();
+    assert_eq!(
+        inbox.as_array().unwrap().len(),
+        0,
+        "read messages are not listed again"
+    );
+
+    // Tasks: JSON; one claim wins, a second is refused as a tool error.
+    let task: Value = serde_json::from_str(
+        &ok(
+            &s,
+            "task_create",
+            json!({"title": "write docs", "description": "README"}),
+        )
+        .await,
+    )
+    .unwrap();
+    let tid = task["id"].as_str().unwrap().to_string();
+    ok(&s, "task_claim", json!({"task_id": tid, "agent_id": "a1"})).await;
+    let lost = tool_error(&s, "task_claim", json!({"task_id": tid, "agent_id": "a2"})).await;
+    assert!(lost.contains("a1"), "the loser is told who has it: {lost}");
+    ok(
+        &s,
+        "task_complete",
+        json!({"task_id": tid, "result": "done"}),
+    )
+    .await;
+    let got: Value = serde_json::from_str(&ok(&s, "task_get", json!({"id": tid})).await).unwrap();
+    assert_eq!(got["status"], "done");
+    let done: Value =
+        serde_json::from_str(&ok(&s, "task_list", json!({"status": "done"})).await).unwrap();
+    assert_eq!(done.as_array().unwrap().len(), 1);
+    ok(&s, "task_delete", json!({"id": tid})).await;
+    let gone = tool_error(&s, "task_get", json!({"id": tid})).await;
+    assert!(gone.contains("no task"), "{gone}");
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_calls_and_a_lost_node_are_tool_errors_and_the_server_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let s = session(&node.addr, "mcp").await;
+
+    // A missing required parameter and a wrong type.
+    let r = call(&s, "memory_add", json!({"category": "learning"})).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("content"), "{}", text(&r));
+    let r = call(
+        &s,
+        "message_ack",
+        json!({"message_id": "seven", "agent_id": "a"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    // Invalid input the node refuses.
+    let empty = tool_error(&s, "memory_add", json!({"content": ""})).await;
+    assert!(empty.contains("content"), "{empty}");
+    let unknown = tool_error(&s, "decision_get", json!({"topic": "never"})).await;
+    assert!(unknown.contains("No decision"), "{unknown}");
+    // An unknown tool is a protocol error, not a crash.
+    let err = s
+        .call_tool(CallToolRequestParams::new("no_such_tool"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tool not found"), "{err}");
+
+    // The node goes away: a tool error that says what to do.
+    ok(&s, "state_set", json!({"key": "k", "value": "before"})).await;
+    node.kill();
+    let down = tool_error(&s, "state_get", json!({"key": "k"})).await;
+    assert!(down.contains("aide serve"), "{down}");
+    // It comes back: the same session goes on.
+    node.restart();
+    let got: Value = serde_json::from_str(&ok(&s, "state_get", json!({"key": "k"})).await).unwrap();
+    assert_eq!(got["value"], "before");
+    s.cancel().await.unwrap();
+}
+
+#[test]
+fn the_session_start_hook_prints_preferences_decisions_and_recent_memories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--project", "hooked"];
+        all.extend_from_slice(args);
+        node.cli(&all)
+    };
+    run(&[
+        "memory",
+        "add",
+        "Always answer in British English",
+        "--tags",
+        "scope:global",
+    ])
+    .out();
+    run(&[
+        "memory",
+        "add",
+        "The CI cache lives in S3",
+        "--category",
+        "discovery",
+    ])
+    .out();
+    run(&["decision", "set", "db", "Postgres", "--rationale", "mature"]).out();
+    let out = run(&["hook", "session-start"]).out().to_string();
+    assert!(
+        out.contains("## Preferences\n\n- Always answer in British English"),
+        "{out}"
+    );
+    assert!(out.contains("- **db**: Postgres — mature"), "{out}");
+    assert!(
+        out.contains("## Recent memories\n\n- [discovery] The CI cache lives in S3"),
+        "{out}"
+    );
+}
