@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod decision;
 mod hook;
+mod local;
 mod memory;
 mod message;
 pub mod print;
@@ -164,32 +165,65 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve(_) => unreachable!("handled before the runtime starts"),
-        Command::Memory(c) => {
-            let client = client(g).await?;
-            remembering(&client, memory::run(c, &client, &out).await)
-        }
-        Command::Decision(c) => {
-            let client = client(g).await?;
-            remembering(&client, decision::run(c, &client, &out).await)
-        }
-        Command::State(c) => {
-            let client = client(g).await?;
-            remembering(&client, state::run(c, &client, &out).await)
-        }
-        Command::Message(c) => {
-            let client = client(g).await?;
-            remembering(&client, message::run(c, &client, &out).await)
-        }
-        Command::Task(c) => {
-            let client = client(g).await?;
-            remembering(&client, task::run(c, &client, &out).await)
-        }
         Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
         Command::Bench(args) => bench::run(args, endpoints(g)?, g.project.clone(), &out).await,
-        Command::Mcp => crate::mcp::serve(client(g).await?)
-            .await
-            .map_err(CliError::Failed),
-        Command::Hook(c) => hook::run(c, &client(g).await?).await,
+        other => {
+            let session = Session::open(g, matches!(other, Command::Mcp)).await?;
+            let c = &session.client;
+            let result = match other {
+                Command::Memory(cmd) => memory::run(cmd, c, &out).await,
+                Command::Decision(cmd) => decision::run(cmd, c, &out).await,
+                Command::State(cmd) => state::run(cmd, c, &out).await,
+                Command::Message(cmd) => message::run(cmd, c, &out).await,
+                Command::Task(cmd) => task::run(cmd, c, &out).await,
+                Command::Mcp => crate::mcp::serve(c.clone()).await.map_err(CliError::Failed),
+                Command::Hook(cmd) => hook::run(cmd, c).await,
+                _ => unreachable!("handled above"),
+            };
+            session.finish(result).await
+        }
+    }
+}
+
+/// The client of a data command, and the in-process node it talks to in local-first use.
+struct Session {
+    client: Client,
+    local: Option<crate::node::RunningNode>,
+}
+
+impl Session {
+    /// Connects as the options say; with nothing configured and no node at the default
+    /// address, starts a node on the project's own store (see [`local`]).
+    async fn open(g: &Global, long_lived: bool) -> Result<Session, CliError> {
+        let configured = g.remote.is_some() || client_file()?.peers().is_some();
+        if configured || local::default_node_answers().await {
+            return Ok(Session {
+                client: client(g).await?,
+                local: None,
+            });
+        }
+        let running = local::start(long_lived).await?;
+        let config = ClientConfig {
+            endpoints: vec![running.local_addr.to_string()],
+            project: project(g)?,
+            ..ClientConfig::default()
+        };
+        Ok(Session {
+            client: Client::new(config)?,
+            local: Some(running),
+        })
+    }
+
+    /// Stops the in-process node, if any, once the command is done; keeps the index the
+    /// command saw for `--min-index last` when it talked to a cluster.
+    async fn finish(self, result: Result<(), CliError>) -> Result<(), CliError> {
+        match self.local {
+            Some(running) => {
+                running.shutdown().await;
+                result
+            }
+            None => remembering(&self.client, result),
+        }
     }
 }
 
@@ -225,10 +259,7 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
     };
     let config = ClientConfig {
         endpoints,
-        project: match g.project.clone().filter(|p| !p.is_empty()) {
-            Some(p) => Some(p),
-            None => client_file()?.project.or_else(git_project),
-        },
+        project: project(g)?,
         read_mode: match g.consistency {
             ConsistencyArg::Linearizable => ReadMode::Linearizable,
             ConsistencyArg::Stale => ReadMode::Stale,
@@ -237,6 +268,14 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
         ..ClientConfig::default()
     };
     Ok(Client::connect(config).await?)
+}
+
+/// The project: `--project`, else the config file's, else the git repository's name.
+fn project(g: &Global) -> Result<Option<String>, CliError> {
+    Ok(match g.project.clone().filter(|p| !p.is_empty()) {
+        Some(p) => Some(p),
+        None => client_file()?.project.or_else(git_project),
+    })
 }
 
 /// The project named after the git repository the command runs in: its root directory's name.

@@ -41,6 +41,11 @@ pub enum StoreError {
          pass an empty or new directory with --data-dir"
     )]
     NotAnAideDir(PathBuf),
+    #[error(
+        "the aide store in {0} is in use by another aide process (a node serving it, or a \
+         command using it locally); stop that process, or talk to it with --remote"
+    )]
+    InUse(PathBuf),
     #[error("the aide store in {dir} is damaged: {problem}")]
     Damaged { dir: PathBuf, problem: String },
 }
@@ -79,13 +84,18 @@ impl Store {
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(Some(200))
             .open()
-            .map_err(|e| StoreError::Damaged {
-                dir: dir.to_path_buf(),
-                problem: format!(
-                    "the database in {} cannot be opened ({e}); move the directory aside and \
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::InUse(dir.to_path_buf())
+                }
+                e => StoreError::Damaged {
+                    dir: dir.to_path_buf(),
+                    problem: format!(
+                        "the database in {} cannot be opened ({e}); move the directory aside and \
                      start the node again to resync it from its peers",
-                    db_path.display()
-                ),
+                        db_path.display()
+                    ),
+                },
             })?;
         let raft_log = db.open_tree("raft_log")?;
         let raft_meta = db.open_tree("raft_meta")?;
