@@ -12,11 +12,13 @@ if [ ! -x "$aide" ]; then
   (cd "$root" && cargo build --release --quiet)
 fi
 mkdir -p "$dir"
+# Whether PID runs (a zombie left by a parent that does not reap is not running).
+alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; }
 
 start_node() {
   local id=$1
   local pidfile="$dir/node$id.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [ -f "$pidfile" ] && alive "$(cat "$pidfile")"; then
     echo "node $id already running (pid $(cat "$pidfile"))"
     return
   fi
@@ -30,7 +32,7 @@ start_node() {
       echo "$(cat "$dir/node$id.out") pid $(cat "$pidfile")"
       return
     fi
-    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if ! alive "$(cat "$pidfile")"; then
       echo "node $id exited; see $dir/node$id.log" >&2
       tail -n 5 "$dir/node$id.log" >&2
       exit 1
