@@ -324,3 +324,35 @@ fn the_session_start_hook_prints_preferences_decisions_and_recent_memories() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_node_the_server_uses_the_projects_own_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("webshop");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(common::aide_bin()).configure(|c| {
+            c.args(["mcp", "--listen", "127.0.0.1:0"])
+                .current_dir(&repo)
+                .env_remove("AIDE_REMOTE")
+                .env_remove("AIDE_PROJECT")
+                .env_remove("AIDE_DATA_DIR")
+                .env("HOME", &home)
+                .env("AIDE_CONFIG", home.join(".aide/config.yaml"));
+        }),
+    )
+    .expect("spawn aide mcp");
+    let s: Session = ().serve(transport).await.expect("initialize");
+    ok(
+        &s,
+        "memory_add",
+        json!({"content": "Checkout totals round half up"}),
+    )
+    .await;
+    let found = ok(&s, "memory_search", json!({"query": "totals"})).await;
+    assert!(found.contains("round half up"), "{found}");
+    assert!(repo.join(".aide/data/aide.meta").exists());
+    s.cancel().await.unwrap();
+}

@@ -26,20 +26,23 @@ pub async fn default_node_answers() -> bool {
     )
 }
 
-/// Starts the in-process node on the project's store; `serve_default` makes it listen on the
-/// default address when that is free.
-pub async fn start(serve_default: bool) -> Result<RunningNode, CliError> {
+/// Starts the in-process node on the project's store. A command's node listens on a free port;
+/// a session's (`long_lived`) on the address it names, else on the default address when that
+/// is free.
+pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, CliError> {
     let data_dir = super::serve::default_data_dir();
-    let listen = if serve_default && std::net::TcpListener::bind(DEFAULT_LISTEN).is_ok() {
-        DEFAULT_LISTEN
-    } else {
-        "127.0.0.1:0"
+    let listen = match long_lived {
+        Some(Some(addr)) => addr,
+        Some(None) if std::net::TcpListener::bind(DEFAULT_LISTEN).is_ok() => {
+            DEFAULT_LISTEN.to_string()
+        }
+        _ => "127.0.0.1:0".to_string(),
     };
     let config = NodeConfig {
         // Members are known by the default address, wherever this process listens, so that a
         // later `aide serve` on the same store is the same node at the same address.
         advertise: Some(DEFAULT_LISTEN.to_string()),
-        ..NodeConfig::new(data_dir.clone(), listen)
+        ..NodeConfig::new(data_dir.clone(), listen.as_str())
     };
     let deadline = Instant::now() + STORE_WAIT;
     loop {

@@ -106,7 +106,12 @@ pub enum Command {
     /// Measure throughput and latency (closed loop: N clients, one call after another).
     Bench(bench::BenchArgs),
     /// Serve the aide tools to an MCP client (Claude Code) on stdin/stdout.
-    Mcp,
+    Mcp {
+        /// In local-first use (no node configured or running), where the session's own node
+        /// listens; 127.0.0.1:7420 when free, so that CLI commands meanwhile go through it.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+    },
     /// Commands Claude Code hooks run.
     #[command(subcommand)]
     Hook(hook::HookCmd),
@@ -168,7 +173,11 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
         Command::Bench(args) => bench::run(args, endpoints(g)?, g.project.clone(), &out).await,
         other => {
-            let session = Session::open(g, matches!(other, Command::Mcp)).await?;
+            let local_listen = match &other {
+                Command::Mcp { listen } => Some(listen.clone()),
+                _ => None,
+            };
+            let session = Session::open(g, local_listen).await?;
             let c = &session.client;
             let result = match other {
                 Command::Memory(cmd) => memory::run(cmd, c, &out).await,
@@ -176,7 +185,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 Command::State(cmd) => state::run(cmd, c, &out).await,
                 Command::Message(cmd) => message::run(cmd, c, &out).await,
                 Command::Task(cmd) => task::run(cmd, c, &out).await,
-                Command::Mcp => crate::mcp::serve(c.clone()).await.map_err(CliError::Failed),
+                Command::Mcp { .. } => crate::mcp::serve(c.clone()).await.map_err(CliError::Failed),
                 Command::Hook(cmd) => hook::run(cmd, c).await,
                 _ => unreachable!("handled above"),
             };
@@ -193,8 +202,9 @@ struct Session {
 
 impl Session {
     /// Connects as the options say; with nothing configured and no node at the default
-    /// address, starts a node on the project's own store (see [`local`]).
-    async fn open(g: &Global, long_lived: bool) -> Result<Session, CliError> {
+    /// address, starts a node on the project's own store (see [`local`]). `long_lived` is
+    /// set for a session (MCP), with where its node should listen if not the default address.
+    async fn open(g: &Global, long_lived: Option<Option<String>>) -> Result<Session, CliError> {
         let configured = g.remote.is_some() || client_file()?.peers().is_some();
         if configured || local::default_node_answers().await {
             return Ok(Session {

@@ -180,10 +180,15 @@ impl ClusterService for Cluster {
         &self,
         _: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        match self.node.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(Response::new(pb::ReadIndexResponse {
-                index: read.map_or(0, |l| l.index),
-            })),
+        // Only the leader answers: a node that lost leadership must not send the asker on.
+        if self.node.leader().is_none_or(|(id, _)| id != self.node.id) {
+            return Err(Status::from(NodeError::Unavailable(format!(
+                "node {} does not lead and cannot confirm a read",
+                self.node.id
+            ))));
+        }
+        match self.node.read_index().await {
+            Ok(index) => Ok(Response::new(pb::ReadIndexResponse { index })),
             Err(e) => Err(Status::from(NodeError::Unavailable(format!(
                 "node {} cannot confirm a read: {e}",
                 self.node.id

@@ -47,6 +47,8 @@ pub struct Node {
     peers: Mutex<HashMap<String, Channel>>,
     /// Merges concurrent proposals into one Raft entry.
     batcher: batch::Batcher,
+    /// Lets concurrent linearizable reads share one read index.
+    reads: read::ReadIndexQueue,
     /// Serializes joins on the leader.
     join_lock: tokio::sync::Mutex<()>,
     /// Becomes true when the node starts shutting down: watch streams end.

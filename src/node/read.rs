@@ -6,7 +6,9 @@ use super::{Node, NodeError};
 use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
 use crate::grpc::pb::cluster::ReadIndexRequest;
 use openraft::error::{CheckIsLeaderError, RaftError};
+use std::sync::Weak;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a read waits for this node to apply the index it needs.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
@@ -43,8 +45,19 @@ impl Node {
     }
 
     /// The index a linearizable read must wait for: the leader's commit index after it confirmed
-    /// its leadership with a quorum.
+    /// its leadership with a quorum. Concurrent reads share one: each round is asked for after
+    /// every read it answers began, so it is as fresh as each of them needs.
     pub async fn read_index(&self) -> Result<u64, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.reads
+            .tx
+            .send(tx)
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// One read index, from this node if it leads, else from the leader.
+    async fn read_index_once(&self) -> Result<u64, NodeError> {
         match self.raft.get_read_log_id().await {
             Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -83,5 +96,53 @@ impl Node {
                 self.applied_index(),
             )),
         }
+    }
+}
+
+type ReadIndexReply = oneshot::Sender<Result<u64, NodeError>>;
+
+/// Reads waiting for a read index.
+pub(crate) struct ReadIndexQueue {
+    tx: mpsc::UnboundedSender<ReadIndexReply>,
+}
+
+/// The receiving end of a [`ReadIndexQueue`].
+pub(crate) struct ReadIndexRounds {
+    rx: mpsc::UnboundedReceiver<ReadIndexReply>,
+}
+
+impl ReadIndexQueue {
+    pub(crate) fn new() -> (ReadIndexQueue, ReadIndexRounds) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ReadIndexQueue { tx }, ReadIndexRounds { rx })
+    }
+}
+
+impl ReadIndexRounds {
+    /// Until the node is gone: takes every read waiting, asks one read index for all of them,
+    /// and answers each; reads that arrive meanwhile wait for the next round.
+    pub(crate) async fn run(mut self, node: Weak<Node>) {
+        while let Some(first) = self.rx.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(w) = self.rx.try_recv() {
+                waiting.push(w);
+            }
+            let Some(strong) = node.upgrade() else { return };
+            let outcome = strong.read_index_once().await;
+            drop(strong);
+            for w in waiting {
+                let _ = w.send(copy(&outcome));
+            }
+        }
+    }
+}
+
+/// The same outcome for another waiting read.
+fn copy(r: &Result<u64, NodeError>) -> Result<u64, NodeError> {
+    match r {
+        Ok(i) => Ok(*i),
+        Err(NodeError::NoLeader) => Err(NodeError::NoLeader),
+        Err(NodeError::ShuttingDown) => Err(NodeError::ShuttingDown),
+        Err(e) => Err(NodeError::Unavailable(e.to_string())),
     }
 }

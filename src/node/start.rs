@@ -173,6 +173,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     let (closing, closing_rx) = watch::channel(false);
     let (batcher, batch_queue) = super::batch::Batcher::new();
+    let (reads, read_rounds) = super::read::ReadIndexQueue::new();
     let node = Arc::new(Node {
         id,
         addr: advertise.clone(),
@@ -187,8 +188,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         closing: closing_rx,
         join_lock: tokio::sync::Mutex::new(()),
         batcher,
+        reads,
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
+    tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
 
     let (stop_server, stopped) = oneshot::channel::<()>();
     let router = grpc::router(node.clone());
