@@ -12,10 +12,13 @@
 //! - [`grpc`] — the gRPC services: thin handlers, conversions, metadata, error mapping.
 //! - [`client`] — the typed client the CLI, benchmarks and tests use to talk to nodes.
 //! - [`bench`] — the closed-loop load generator behind `aide bench`.
+//! - [`mcp`] — `aide mcp`: the MCP server Claude Code talks to.
+//! - [`check`] — the linearizability checker for histories recorded under faults.
 //! - [`cli`] — the `aide` command line.
 
 pub mod apply;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod command;
