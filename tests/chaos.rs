@@ -1,0 +1,299 @@
+//! Fault injection: real nodes, a concurrent workload of state writes and linearizable reads on
+//! a few keys, and process faults while it runs (SIGKILL of the leader, of a follower, of every
+//! node; SIGSTOP of the leader or a follower for longer than an election timeout). Every
+//! operation is recorded (invoked, returned, or unknown when it failed or timed out) and the
+//! history is checked key by key for linearizability with `aide::check`. The schedule of faults
+//! and operations comes from a seed, so a run can be repeated.
+//!
+//! CI runs a short form; `scripts/chaos.sh --seed N --duration SECONDS [--nodes 5]` a long one.
+
+mod common;
+
+use aide::check::{self, Operation, RegisterOp};
+use aide::client::{Client, ClientConfig, ReadMode};
+use aide::grpc::pb::aidememory::{StateGetRequest, StateSetRequest};
+use common::cluster::Cluster;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator (xorshift), so a seed gives the same schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    unknown: u64,
+}
+
+struct Recorder {
+    start: Instant,
+    history: Mutex<BTreeMap<String, Vec<Operation>>>,
+    tally: Mutex<Tally>,
+}
+
+impl Recorder {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn record(&self, key: &str, op: Operation) {
+        self.history
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default()
+            .push(op);
+    }
+}
+
+const KEYS: u64 = 6;
+const CLIENTS: u64 = 6;
+
+/// One client: random writes of unique values and linearizable reads, until told to stop.
+async fn client_loop(
+    id: u64,
+    seed: u64,
+    endpoints: Vec<String>,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = Client::new(ClientConfig {
+        endpoints,
+        project: Some("chaos".into()),
+        read_mode: ReadMode::Linearizable,
+        min_index: None,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let key = format!("k{}", rng.below(KEYS));
+        let invoked = rec.now();
+        if rng.below(2) == 0 {
+            let value = format!("c{id}-{n}");
+            let r = client
+                .state_set(StateSetRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await;
+            // A failed write may still have been applied: its outcome is unknown.
+            let returned = r.is_ok().then(|| rec.now());
+            let mut t = rec.tally.lock().unwrap();
+            if returned.is_some() {
+                t.ok += 1
+            } else {
+                t.unknown += 1
+            }
+            drop(t);
+            rec.record(
+                &key,
+                Operation {
+                    client: id,
+                    invoked,
+                    returned,
+                    op: RegisterOp::Write(value),
+                },
+            );
+        } else {
+            match client
+                .state_get(StateGetRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(r) => {
+                    let seen = r.found.then(|| r.state.unwrap_or_default().value);
+                    rec.tally.lock().unwrap().ok += 1;
+                    let returned = Some(rec.now());
+                    rec.record(
+                        &key,
+                        Operation {
+                            client: id,
+                            invoked,
+                            returned,
+                            op: RegisterOp::Read(seen),
+                        },
+                    );
+                }
+                // A read that failed saw nothing: it constrains nothing.
+                Err(_) => rec.tally.lock().unwrap().failed += 1,
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Runs one seeded chaos run and returns its summary; panics with the failing history on a
+/// violation.
+async fn run(seed: u64, nodes: usize, secs: u64) -> String {
+    let mut cluster = Cluster::start(nodes, &[]).await;
+    let rec = Arc::new(Recorder {
+        start: Instant::now(),
+        history: Mutex::new(BTreeMap::new()),
+        tally: Mutex::new(Tally::default()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for id in 0..CLIENTS {
+        clients.push(tokio::spawn(client_loop(
+            id,
+            seed,
+            cluster.addrs(),
+            rec.clone(),
+            stop.clone(),
+        )));
+    }
+
+    let mut rng = Rng(seed.max(1));
+    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(700 + rng.below(800))).await;
+        let leader = cluster.leader().await;
+        let follower = (0..nodes).find(|&i| i != leader).unwrap();
+        let fault = match rng.below(5) {
+            0 => {
+                cluster.nodes[leader].kill();
+                tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                cluster.nodes[leader].restart();
+                "kill the leader"
+            }
+            1 => {
+                cluster.nodes[follower].kill();
+                tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                cluster.nodes[follower].restart();
+                "kill a follower"
+            }
+            2 => {
+                for n in cluster.nodes.iter_mut() {
+                    n.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(500))).await;
+                for n in cluster.nodes.iter_mut() {
+                    n.restart();
+                }
+                "kill every node"
+            }
+            3 => {
+                let pid = cluster.nodes[leader].pid();
+                signal(pid, "STOP");
+                tokio::time::sleep(Duration::from_millis(900 + rng.below(900))).await;
+                signal(pid, "CONT");
+                "pause the leader"
+            }
+            _ => {
+                let pid = cluster.nodes[follower].pid();
+                signal(pid, "STOP");
+                tokio::time::sleep(Duration::from_millis(900 + rng.below(900))).await;
+                signal(pid, "CONT");
+                "pause a follower"
+            }
+        };
+        *faults.entry(fault).or_default() += 1;
+    }
+    // Heal, let the clients see the healed cluster for a moment, then stop them.
+    cluster.wait_voters(nodes).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    // A final read of every key, after everything, through a fresh client.
+    let last = Client::new(ClientConfig {
+        endpoints: cluster.addrs(),
+        project: Some("chaos".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    for k in 0..KEYS {
+        let key = format!("k{k}");
+        let invoked = rec.now();
+        let r = last
+            .state_get(StateGetRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let seen = r.found.then(|| r.state.unwrap_or_default().value);
+        let returned = Some(rec.now());
+        rec.record(
+            &key,
+            Operation {
+                client: 999,
+                invoked,
+                returned,
+                op: RegisterOp::Read(seen),
+            },
+        );
+    }
+
+    let history = rec.history.lock().unwrap().clone();
+    let t = rec.tally.lock().unwrap();
+    let faults_text: Vec<String> = faults.iter().map(|(f, n)| format!("{f} ×{n}")).collect();
+    let verdict = check::registers(&history, None);
+    let summary = format!(
+        "seed {seed}, {nodes} nodes, {secs} s: operations ok {}, failed {}, indeterminate {}; faults: {}; violations: {}",
+        t.ok,
+        t.failed,
+        t.unknown,
+        faults_text.join(", "),
+        if verdict.is_ok() { 0 } else { 1 }
+    );
+    if let Err(v) = verdict {
+        panic!("{summary}\n{v}");
+    }
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_chaos_run_stays_linearizable() {
+    let summary = run(7, 3, 8).await;
+    println!("{summary}");
+}
+
+/// The long form: `scripts/chaos.sh` sets AIDE_CHAOS_SEED, AIDE_CHAOS_SECS and AIDE_CHAOS_NODES.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn chaos_run() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let summary = run(
+        env("AIDE_CHAOS_SEED", 1),
+        env("AIDE_CHAOS_NODES", 3) as usize,
+        env("AIDE_CHAOS_SECS", 60),
+    )
+    .await;
+    println!("{summary}");
+}
