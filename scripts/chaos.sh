@@ -19,4 +19,4 @@ done
 cd "$root"
 AIDE_CHAOS_SEED=$seed AIDE_CHAOS_SECS=$duration AIDE_CHAOS_NODES=$nodes \
   cargo test --quiet --test chaos chaos_run -- --ignored --exact --nocapture 2>&1 |
-  grep -v -E '^(running|test result|$)|^test chaos_run'
+  grep -v -E '^test result|^running|^\.?$|^test chaos_run'
