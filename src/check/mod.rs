@@ -111,65 +111,74 @@ pub fn register(ops: &[Operation], initial: Option<String>) -> bool {
         .collect();
     let n = ops.len();
     let ret = |i: usize| ops[i].returned.unwrap_or(u64::MAX);
-    let mut search = Search {
-        placed: vec![0u64; n.div_ceil(64)],
-        seen: HashSet::new(),
-    };
-    search.run(&ops, &ret, initial)
-}
-
-struct Search {
-    /// Which operations are placed, as a bit set.
-    placed: Vec<u64>,
-    /// States already explored and found to lead nowhere.
-    seen: HashSet<(Vec<u64>, Option<String>)>,
-}
-
-impl Search {
-    fn is_placed(&self, i: usize) -> bool {
-        self.placed[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    fn flip(&mut self, i: usize) {
-        self.placed[i / 64] ^= 1 << (i % 64);
-    }
-
-    /// Depth first: places one more operation in every way possible from here.
-    fn run(
-        &mut self,
-        ops: &[&Operation],
-        ret: &dyn Fn(usize) -> u64,
-        value: Option<String>,
-    ) -> bool {
-        let left: Vec<usize> = (0..ops.len()).filter(|&i| !self.is_placed(i)).collect();
-        // Done when every operation that returned is placed: the unknown ones may never have
-        // taken effect.
-        if left.iter().all(|&i| ops[i].returned.is_none()) {
-            return true;
-        }
-        if !self.seen.insert((self.placed.clone(), value.clone())) {
-            return false;
-        }
-        // An operation may go next only if nothing left returned before it was invoked.
-        let first_return = left.iter().map(|&i| ret(i)).min().unwrap_or(u64::MAX);
-        for &i in &left {
-            if ops[i].invoked > first_return {
-                continue;
+    // Depth first, with an explicit stack: a history may hold thousands of operations per key.
+    let mut placed = vec![0u64; n.div_ceil(64)];
+    let is_placed = |placed: &[u64], i: usize| placed[i / 64] & (1 << (i % 64)) != 0;
+    let flip = |placed: &mut [u64], i: usize| placed[i / 64] ^= 1 << (i % 64);
+    // States already explored (which operations are placed, and the value) lead nowhere.
+    let mut seen: HashSet<(Vec<u64>, Option<String>)> = HashSet::new();
+    let mut value = initial;
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut entered = true;
+    loop {
+        if entered {
+            let left: Vec<usize> = (0..n).filter(|&i| !is_placed(&placed, i)).collect();
+            // Done when every operation that returned is placed: the unknown ones may never
+            // have taken effect.
+            if left.iter().all(|&i| ops[i].returned.is_none()) {
+                return true;
             }
-            let next = match &ops[i].op {
+            if seen.insert((placed.clone(), value.clone())) {
+                // An operation may go next only if nothing left returned before it was invoked.
+                let first_return = left.iter().map(|&i| ret(i)).min().unwrap_or(u64::MAX);
+                let candidates = left
+                    .into_iter()
+                    .filter(|&i| ops[i].invoked <= first_return)
+                    .collect();
+                stack.push(Frame {
+                    candidates,
+                    next: 0,
+                    before: value.clone(),
+                    chosen: None,
+                });
+            }
+        }
+        // Move the innermost choice on to its next candidate, or give it up.
+        let Some(top) = stack.last_mut() else {
+            return false;
+        };
+        if let Some(c) = top.chosen.take() {
+            flip(&mut placed, c);
+            value = top.before.clone();
+        }
+        entered = false;
+        while top.next < top.candidates.len() {
+            let c = top.candidates[top.next];
+            top.next += 1;
+            let after = match &ops[c].op {
                 RegisterOp::Write(v) => Some(v.clone()),
                 RegisterOp::Read(seen) if *seen == value => value.clone(),
                 RegisterOp::Read(_) => continue,
             };
-            self.flip(i);
-            let found = self.run(ops, ret, next);
-            self.flip(i);
-            if found {
-                return true;
-            }
+            flip(&mut placed, c);
+            top.chosen = Some(c);
+            value = after;
+            entered = true;
+            break;
         }
-        false
+        if !entered {
+            stack.pop();
+        }
     }
+}
+
+/// One choice point of the search: the operations that may go next, and which is tried now.
+struct Frame {
+    candidates: Vec<usize>,
+    next: usize,
+    /// The register's value before this choice.
+    before: Option<String>,
+    chosen: Option<usize>,
 }
 
 #[cfg(test)]

@@ -133,3 +133,14 @@ fn the_report_names_the_key_and_a_short_failing_prefix() {
     assert_eq!(v.operations.len(), 3, "{v}");
     assert!(v.to_string().contains("key \"broken\""));
 }
+
+#[test]
+fn a_long_history_does_not_exhaust_the_stack() {
+    // 6,000 sequential operations on one key: a search as deep as a long chaos run makes.
+    let mut h = Vec::new();
+    for i in 0..3_000u64 {
+        h.push(w(1, 4 * i, 4 * i + 1, &format!("v{i}")));
+        h.push(r(2, 4 * i + 2, 4 * i + 3, Some(&format!("v{i}"))));
+    }
+    assert!(register(&h, None));
+}
