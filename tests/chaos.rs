@@ -1,8 +1,10 @@
-//! Fault injection: real nodes, a concurrent workload of state writes and linearizable reads on
-//! a few keys, and process faults while it runs (SIGKILL of the leader, of a follower, of every
+//! Fault injection: real nodes, a concurrent workload (state writes and linearizable reads on a
+//! few keys, memory adds, claims of a few tasks), and process faults while it runs (SIGKILL of the leader, of a follower, of every
 //! node; SIGSTOP of the leader or a follower for longer than an election timeout). Every
 //! operation is recorded (invoked, returned, or unknown when it failed or timed out) and the
-//! history is checked key by key for linearizability with `aide::check`. The schedule of faults
+//! history is checked key by key for linearizability with `aide::check`; every acknowledged
+//! memory must be stored exactly once (and nothing nobody added), and each task won by at most
+//! one claim, the one the task names. The schedule of faults
 //! and operations comes from a seed, so a run can be repeated.
 //!
 //! CI runs a short form; `scripts/chaos.sh --seed N --duration SECONDS [--nodes 5]` a long one.
@@ -11,7 +13,10 @@ mod common;
 
 use aide::check::{self, Operation, RegisterOp};
 use aide::client::{Client, ClientConfig, ReadMode};
-use aide::grpc::pb::aidememory::{StateGetRequest, StateSetRequest};
+use aide::grpc::pb::aidememory::{
+    MemoryAddRequest, MemoryListRequest, StateGetRequest, StateSetRequest, TaskClaimRequest,
+    TaskCreateRequest, TaskGetRequest,
+};
 use common::cluster::Cluster;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +50,12 @@ struct Recorder {
     start: Instant,
     history: Mutex<BTreeMap<String, Vec<Operation>>>,
     tally: Mutex<Tally>,
+    /// Memory contents added, and whether the add was acknowledged.
+    memories: Mutex<Vec<(String, bool)>>,
+    /// Task claims: (task id, agent, Some(won) or None when the outcome is unknown).
+    claims: Mutex<Vec<(String, String, Option<bool>)>>,
+    /// The tasks the clients compete for.
+    tasks: Vec<String>,
 }
 
 impl Recorder {
@@ -64,6 +75,7 @@ impl Recorder {
 
 const KEYS: u64 = 6;
 const CLIENTS: u64 = 6;
+const TASKS: usize = 20;
 
 /// One client: random writes of unique values and linearizable reads, until told to stop.
 async fn client_loop(
@@ -87,7 +99,49 @@ async fn client_loop(
         n += 1;
         let key = format!("k{}", rng.below(KEYS));
         let invoked = rec.now();
-        if rng.below(2) == 0 {
+        let pick = rng.below(10);
+        if pick == 8 {
+            let content = format!("memory c{id}-{n}");
+            let acked = client
+                .memory_add(MemoryAddRequest {
+                    content: content.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok();
+            let mut t = rec.tally.lock().unwrap();
+            if acked {
+                t.ok += 1
+            } else {
+                t.unknown += 1
+            }
+            drop(t);
+            rec.memories.lock().unwrap().push((content, acked));
+            continue;
+        }
+        if pick == 9 {
+            let task = rec.tasks[rng.below(rec.tasks.len() as u64) as usize].clone();
+            let agent = format!("c{id}");
+            let won = client
+                .task_claim(TaskClaimRequest {
+                    task_id: task.clone(),
+                    agent_id: agent.clone(),
+                    ..Default::default()
+                })
+                .await
+                .ok()
+                .map(|r| r.success);
+            let mut t = rec.tally.lock().unwrap();
+            if won.is_some() {
+                t.ok += 1
+            } else {
+                t.unknown += 1
+            }
+            drop(t);
+            rec.claims.lock().unwrap().push((task, agent, won));
+            continue;
+        }
+        if pick < 4 {
             let value = format!("c{id}-{n}");
             let r = client
                 .state_set(StateSetRequest {
@@ -154,10 +208,30 @@ fn signal(pid: u32, sig: &str) {
 /// violation.
 async fn run(seed: u64, nodes: usize, secs: u64) -> String {
     let mut cluster = Cluster::start(nodes, &[]).await;
+    let setup = Client::new(ClientConfig {
+        endpoints: cluster.addrs(),
+        project: Some("chaos".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let t = setup
+            .task_create(TaskCreateRequest {
+                title: format!("task {i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tasks.push(t.task.unwrap().id);
+    }
     let rec = Arc::new(Recorder {
         start: Instant::now(),
         history: Mutex::new(BTreeMap::new()),
         tally: Mutex::new(Tally::default()),
+        memories: Mutex::new(Vec::new()),
+        claims: Mutex::new(Vec::new()),
+        tasks,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -255,20 +329,88 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         );
     }
 
+    let mut violations = Vec::new();
+    // Memories: every acknowledged add is there, none twice, none that nobody added.
+    let stored = last
+        .memory_list(MemoryListRequest {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .memories;
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &stored {
+        *count.entry(m.content.clone()).or_default() += 1;
+    }
+    let added = rec.memories.lock().unwrap().clone();
+    for (content, acked) in &added {
+        let n = count.get(content).copied().unwrap_or(0);
+        if (*acked && n != 1) || n > 1 {
+            violations.push(format!(
+                "memory {content:?} (acknowledged: {acked}) is stored {n} times"
+            ));
+        }
+    }
+    for content in count.keys() {
+        if !added.iter().any(|(c, _)| c == content) {
+            violations.push(format!("memory {content:?} was never added"));
+        }
+    }
+    // Tasks: at most one claim of each wins, and the task names that winner.
+    for task in &rec.tasks {
+        let claims: Vec<(String, String, Option<bool>)> = rec
+            .claims
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| &c.0 == task)
+            .cloned()
+            .collect();
+        let winners: Vec<&String> = claims
+            .iter()
+            .filter(|c| c.2 == Some(true))
+            .map(|c| &c.1)
+            .collect();
+        let holder = last
+            .task_get(TaskGetRequest { id: task.clone() })
+            .await
+            .unwrap()
+            .task
+            .unwrap_or_default()
+            .claimed_by;
+        let may_hold = |a: &String| claims.iter().any(|c| &c.1 == a && c.2 != Some(false));
+        if winners.len() > 1 {
+            violations.push(format!("task {task} was won by {winners:?}"));
+        } else if let Some(w) = winners.first() {
+            if holder != **w {
+                violations.push(format!(
+                    "task {task} was won by {w} but is held by {holder:?}"
+                ));
+            }
+        } else if !holder.is_empty() && !may_hold(&holder) {
+            violations.push(format!(
+                "task {task} is held by {holder:?}, whose claim did not win"
+            ));
+        }
+    }
+
     let history = rec.history.lock().unwrap().clone();
     let t = rec.tally.lock().unwrap();
     let faults_text: Vec<String> = faults.iter().map(|(f, n)| format!("{f} ×{n}")).collect();
-    let verdict = check::registers(&history, None);
+    if let Err(v) = check::registers(&history, None) {
+        violations.push(v.to_string());
+    }
     let summary = format!(
         "seed {seed}, {nodes} nodes, {secs} s: operations ok {}, failed {}, indeterminate {}; faults: {}; violations: {}",
         t.ok,
         t.failed,
         t.unknown,
         faults_text.join(", "),
-        if verdict.is_ok() { 0 } else { 1 }
+        violations.len()
     );
-    if let Err(v) = verdict {
-        panic!("{summary}\n{v}");
+    if !violations.is_empty() {
+        panic!("{summary}\n{}", violations.join("\n"));
     }
     summary
 }
