@@ -91,8 +91,11 @@ impl Store {
                 e => StoreError::Damaged {
                     dir: dir.to_path_buf(),
                     problem: format!(
-                        "the database in {} cannot be opened ({e}); move the directory aside and \
-                     start the node again to resync it from its peers",
+                        "the database in {} cannot be opened ({e}); keep the directory for \
+                     inspection and move it aside. In a cluster, remove this node (`aide \
+                     cluster remove ID` on any member) and start it on an empty data directory \
+                     with `--join MEMBER`: it receives everything from its peers. A single node \
+                     has no peers to copy from: restore the directory from a backup",
                         db_path.display()
                     ),
                 },
