@@ -268,12 +268,13 @@ async fn bad_calls_and_a_lost_node_are_tool_errors_and_the_server_goes_on() {
     assert!(empty.contains("content"), "{empty}");
     let unknown = tool_error(&s, "decision_get", json!({"topic": "never"})).await;
     assert!(unknown.contains("No decision"), "{unknown}");
-    // An unknown tool is a protocol error, not a crash.
-    let err = s
-        .call_tool(CallToolRequestParams::new("no_such_tool"))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("tool not found"), "{err}");
+    // An unknown tool is a tool error that names the tools there are.
+    let unknown_tool = tool_error(&s, "no_such_tool", json!({})).await;
+    assert!(
+        unknown_tool.contains("There is no tool \"no_such_tool\""),
+        "{unknown_tool}"
+    );
+    assert!(unknown_tool.contains("memory_search"), "{unknown_tool}");
 
     // The node goes away: a tool error that says what to do.
     ok(&s, "state_set", json!({"key": "k", "value": "before"})).await;

@@ -566,6 +566,32 @@ impl AideMcp {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for AideMcp {
+    /// Runs a tool; an unknown tool is a tool error that lists the ones there are, like any
+    /// other failure, rather than a protocol error.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, McpError> {
+        if self.tool_router.get(&request.name).is_none() {
+            let mut names: Vec<String> = self
+                .tool_router
+                .list_all()
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .collect();
+            names.sort();
+            let text = format!(
+                "There is no tool {:?}. The aide tools are: {}.",
+                request.name,
+                names.join(", ")
+            );
+            return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
+        }
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("aide", crate::VERSION))
