@@ -1,6 +1,8 @@
 //! Fault injection: real nodes, a concurrent workload (state writes and linearizable reads on a
 //! few keys, memory adds, claims of a few tasks), and process faults while it runs (SIGKILL of the leader, of a follower, of every
-//! node; SIGSTOP of the leader or a follower for longer than an election timeout). Every
+//! node; SIGSTOP of the leader or a follower for longer than an election timeout; the leader,
+//! or a minority holding it, cut off from the rest by failpoints in the node-to-node transport,
+//! which nodes started with `--failpoints` accept). Every
 //! operation is recorded (invoked, returned, or unknown when it failed or timed out) and the
 //! history is checked key by key for linearizability with `aide::check`; every acknowledged
 //! memory must be stored exactly once (and nothing nobody added), and each task won by at most
@@ -17,6 +19,7 @@ use aide::grpc::pb::aidememory::{
     MemoryAddRequest, MemoryListRequest, StateGetRequest, StateSetRequest, TaskClaimRequest,
     TaskCreateRequest, TaskGetRequest,
 };
+use aide::grpc::pb::cluster::IsolationRequest;
 use common::cluster::Cluster;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -197,6 +200,26 @@ async fn client_loop(
     }
 }
 
+/// Cuts the nodes at `side` off from the others, both ways; an empty side heals every cut.
+async fn partition(cluster: &Cluster, side: &[usize]) {
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    for (i, _) in cluster.nodes.iter().enumerate() {
+        let mine = side.contains(&i);
+        let cut: Vec<u64> = if side.is_empty() {
+            Vec::new()
+        } else {
+            (0..ids.len())
+                .filter(|&j| side.contains(&j) != mine)
+                .map(|j| ids[j])
+                .collect()
+        };
+        let c = cluster.client(i, "chaos", ReadMode::Stale);
+        c.cluster_set_isolation(IsolationRequest { isolate_from: cut })
+            .await
+            .expect("set a failpoint");
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill")
         .arg(format!("-{sig}"))
@@ -207,7 +230,7 @@ fn signal(pid: u32, sig: &str) {
 /// Runs one seeded chaos run and returns its summary; panics with the failing history on a
 /// violation.
 async fn run(seed: u64, nodes: usize, secs: u64) -> String {
-    let mut cluster = Cluster::start(nodes, &[]).await;
+    let mut cluster = Cluster::start(nodes, &["--failpoints"]).await;
     let setup = Client::new(ClientConfig {
         endpoints: cluster.addrs(),
         project: Some("chaos".into()),
@@ -252,7 +275,23 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         tokio::time::sleep(Duration::from_millis(700 + rng.below(800))).await;
         let leader = cluster.leader().await;
         let follower = (0..nodes).find(|&i| i != leader).unwrap();
-        let fault = match rng.below(5) {
+        let fault = match rng.below(7) {
+            5 => {
+                partition(&cluster, &[leader]).await;
+                tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
+                partition(&cluster, &[]).await;
+                "isolate the leader"
+            }
+            6 => {
+                // A minority with the leader in it, cut off from the majority.
+                let size = ((nodes - 1) / 2).max(1);
+                let mut minority = vec![leader];
+                minority.extend((0..nodes).filter(|&i| i != leader).take(size - 1));
+                partition(&cluster, &minority).await;
+                tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
+                partition(&cluster, &[]).await;
+                "split the leader's minority off"
+            }
             0 => {
                 cluster.nodes[leader].kill();
                 tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;

@@ -33,6 +33,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ENTRIES", default_value_t = crate::raft::RaftTiming::default().snapshot_every,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// Testing only: accept failpoints that cut this node off from peers (fault injection).
+    #[arg(long, hide = true)]
+    pub failpoints: bool,
 }
 
 /// The data directory used when none is given.
@@ -96,6 +99,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             snapshot_every: args.snapshot_every,
             ..Default::default()
         },
+        failpoints: args.failpoints,
     };
     runtime.block_on(async move {
         let running = match node::start(config.clone()).await {

@@ -112,6 +112,8 @@ rpcs! {
     Write cluster_remove: ClusterServiceClient::remove(cluster::RemoveRequest) -> cluster::RemoveResponse;
     /// Every member's state.
     Read cluster_status: ClusterServiceClient::status(cluster::StatusRequest) -> cluster::StatusResponse;
+    /// Testing only: cuts the answering node off from the given peers (needs `--failpoints`).
+    Read cluster_set_isolation: ClusterServiceClient::set_isolation(cluster::IsolationRequest) -> cluster::IsolationResponse;
     /// What the answering node says of itself.
     Read cluster_node_info: ClusterServiceClient::node_info(cluster::NodeInfoRequest) -> cluster::NodeInfoResponse;
     /// The membership.

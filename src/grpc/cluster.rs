@@ -157,6 +157,30 @@ impl ClusterService for Cluster {
         }))
     }
 
+    async fn set_isolation(
+        &self,
+        req: Request<pb::IsolationRequest>,
+    ) -> Result<Response<pb::IsolationResponse>, Status> {
+        if !self.node.failpoints {
+            return Err(Status::failed_precondition(
+                "failpoints are off on this node; they are for fault injection and need \
+                 `aide serve --failpoints`",
+            ));
+        }
+        let ids: std::collections::HashSet<u64> =
+            req.into_inner().isolate_from.into_iter().collect();
+        let mut set = self
+            .node
+            .isolation
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *set = ids;
+        let mut isolated_from: Vec<u64> = set.iter().copied().collect();
+        isolated_from.sort_unstable();
+        tracing::warn!(?isolated_from, "failpoint: cut off from peers");
+        Ok(Response::new(pb::IsolationResponse { isolated_from }))
+    }
+
     async fn forward(
         &self,
         req: Request<pb::ForwardRequest>,

@@ -27,6 +27,18 @@ fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<
         .map_err(|e| Status::invalid_argument(format!("raft message: {e}")))
 }
 
+impl Transport {
+    /// Refuses traffic from a peer this node is cut off from by a failpoint.
+    fn admit(&self, from: Option<crate::raft::NodeId>) -> Result<(), Status> {
+        match from {
+            Some(id) if crate::raft::network::isolated(&self.node.isolation, id) => Err(
+                Status::unavailable(format!("node {id} is cut off by a failpoint")),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
     Ok(Response::new(RaftPayload {
         data: encode(result),
@@ -39,12 +51,16 @@ impl RaftService for Transport {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.node.raft.append_entries(payload(req)?).await;
+        let req: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = payload(req)?;
+        self.admit(req.vote.leader_id().voted_for())?;
+        let result = self.node.raft.append_entries(req).await;
         reply(&result)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let result = self.node.raft.vote(payload(req)?).await;
+        let req: openraft::raft::VoteRequest<crate::raft::NodeId> = payload(req)?;
+        self.admit(req.vote.leader_id().voted_for())?;
+        let result = self.node.raft.vote(req).await;
         reply(&result)
     }
 
@@ -52,7 +68,9 @@ impl RaftService for Transport {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.node.raft.install_snapshot(payload(req)?).await;
+        let req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = payload(req)?;
+        self.admit(req.vote.leader_id().voted_for())?;
+        let result = self.node.raft.install_snapshot(req).await;
         reply(&result)
     }
 }

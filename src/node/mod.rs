@@ -49,6 +49,10 @@ pub struct Node {
     batcher: batch::Batcher,
     /// Lets concurrent linearizable reads share one read index.
     reads: read::ReadIndexQueue,
+    /// Whether fault-injection failpoints may be set (`aide serve --failpoints`).
+    pub failpoints: bool,
+    /// The peers a failpoint cuts this node off from.
+    pub isolation: crate::raft::network::Isolation,
     /// Serializes joins on the leader.
     join_lock: tokio::sync::Mutex<()>,
     /// Becomes true when the node starts shutting down: watch streams end.

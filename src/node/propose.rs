@@ -84,6 +84,11 @@ impl Node {
     ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
         match self.leader() {
             Some((id, _)) if id == self.id => self.propose_local(envelopes).await,
+            Some((id, _)) if crate::raft::network::isolated(&self.isolation, id) => {
+                Err(ProposeError::Unavailable(format!(
+                    "the leader, node {id}, is cut off by a failpoint"
+                )))
+            }
             Some((_, addr)) => self.forward(&addr, &envelopes).await,
             None => Err(ProposeError::NoLeader),
         }

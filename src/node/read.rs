@@ -64,6 +64,13 @@ impl Node {
                 let Some(node) = f.leader_node else {
                     return Err(NodeError::NoLeader);
                 };
+                if let Some(id) = f.leader_id {
+                    if crate::raft::network::isolated(&self.isolation, id) {
+                        return Err(NodeError::Unavailable(format!(
+                            "the leader, node {id}, is cut off by a failpoint"
+                        )));
+                    }
+                }
                 let mut client = ClusterServiceClient::new(self.peer(&node.addr)?);
                 let mut req = tonic::Request::new(ReadIndexRequest {});
                 req.set_timeout(READ_WAIT);

@@ -39,6 +39,8 @@ pub struct NodeConfig {
     /// Whether a new data directory not joining a cluster becomes a single-node cluster.
     pub init: bool,
     pub timing: RaftTiming,
+    /// Allow fault-injection failpoints (testing only).
+    pub failpoints: bool,
 }
 
 impl NodeConfig {
@@ -52,6 +54,7 @@ impl NodeConfig {
             join: None,
             init: true,
             timing: RaftTiming::default(),
+            failpoints: false,
         }
     }
 }
@@ -140,12 +143,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         events: events.clone(),
         applied: applied_tx,
     };
+    let isolation = crate::raft::network::Isolation::default();
     let raft_config =
         crate::raft::config(&config.timing).map_err(|e| StartError::Raft(e.to_string()))?;
     let raft = Raft::new(
         id,
         Arc::new(raft_config),
-        Network,
+        Network {
+            isolation: isolation.clone(),
+        },
         LogStore::new(store.clone()),
         StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
     )
@@ -189,6 +195,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         join_lock: tokio::sync::Mutex::new(()),
         batcher,
         reads,
+        failpoints: config.failpoints,
+        isolation,
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));

@@ -21,9 +21,23 @@ use tonic::transport::{Channel, Endpoint};
 /// The largest Raft message a node accepts or sends: snapshot chunks and entry batches fit in it.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The peers a node is cut off from by a failpoint (`aide serve --failpoints`, for fault
+/// injection): it neither sends them Raft traffic nor accepts theirs.
+pub type Isolation = std::sync::Arc<std::sync::RwLock<std::collections::HashSet<NodeId>>>;
+
+/// Whether `peer` is cut off by `isolation`.
+pub fn isolated(isolation: &Isolation, peer: NodeId) -> bool {
+    isolation
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&peer)
+}
+
 /// Makes a connection to each peer.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub isolation: Isolation,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -32,6 +46,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             client: connect(&node.addr),
+            isolation: self.isolation.clone(),
         }
     }
 }
@@ -60,6 +75,7 @@ fn connect(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
 pub struct Peer {
     target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
+    isolation: Isolation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +94,11 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if isolated(&self.isolation, self.target) {
+            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                format!("node {} is cut off by a failpoint", self.target),
+            ))));
+        }
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {
