@@ -214,9 +214,12 @@ async fn partition(cluster: &Cluster, side: &[usize]) {
                 .collect()
         };
         let c = cluster.client(i, "chaos", ReadMode::Stale);
-        c.cluster_set_isolation(IsolationRequest { isolate_from: cut })
-            .await
-            .expect("set a failpoint");
+        c.cluster_set_isolation(IsolationRequest {
+            isolate_from: cut,
+            one_way: false,
+        })
+        .await
+        .expect("set a failpoint");
     }
 }
 
@@ -275,7 +278,19 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         tokio::time::sleep(Duration::from_millis(700 + rng.below(800))).await;
         let leader = cluster.leader().await;
         let follower = (0..nodes).find(|&i| i != leader).unwrap();
-        let fault = match rng.below(7) {
+        let fault = match rng.below(8) {
+            7 => {
+                // The leader's messages to one follower are lost; the follower's still arrive.
+                let c = cluster.client(leader, "chaos", ReadMode::Stale);
+                let cut = IsolationRequest {
+                    isolate_from: vec![cluster.nodes[follower].id],
+                    one_way: true,
+                };
+                c.cluster_set_isolation(cut).await.expect("set a failpoint");
+                tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
+                partition(&cluster, &[]).await;
+                "lose the leader's messages to a follower"
+            }
             5 => {
                 partition(&cluster, &[leader]).await;
                 tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;

@@ -493,7 +493,10 @@ async fn an_isolated_leader_stops_serving_and_the_majority_goes_on() {
             vec![ids[old]]
         };
         c.client(i, "p", ReadMode::Stale)
-            .cluster_set_isolation(IsolationRequest { isolate_from: cut })
+            .cluster_set_isolation(IsolationRequest {
+                isolate_from: cut,
+                one_way: false,
+            })
             .await
             .unwrap();
     }
@@ -524,9 +527,7 @@ async fn an_isolated_leader_stops_serving_and_the_majority_goes_on() {
     // commit had an unknown outcome: it may still be applied, retried through the new leader.)
     for i in 0..3 {
         c.client(i, "p", ReadMode::Stale)
-            .cluster_set_isolation(IsolationRequest {
-                isolate_from: vec![],
-            })
+            .cluster_set_isolation(IsolationRequest::default())
             .await
             .unwrap();
     }
@@ -552,6 +553,7 @@ async fn an_isolated_leader_stops_serving_and_the_majority_goes_on() {
         .client(0, "p", ReadMode::Stale)
         .cluster_set_isolation(IsolationRequest {
             isolate_from: vec![2],
+            one_way: false,
         })
         .await
         .unwrap_err();

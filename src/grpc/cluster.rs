@@ -167,17 +167,21 @@ impl ClusterService for Cluster {
                  `aide serve --failpoints`",
             ));
         }
-        let ids: std::collections::HashSet<u64> =
-            req.into_inner().isolate_from.into_iter().collect();
-        let mut set = self
+        let req = req.into_inner();
+        let mut cut = self
             .node
             .isolation
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        *set = ids;
-        let mut isolated_from: Vec<u64> = set.iter().copied().collect();
+        cut.peers = req.isolate_from.into_iter().collect();
+        cut.one_way = req.one_way;
+        let mut isolated_from: Vec<u64> = cut.peers.iter().copied().collect();
         isolated_from.sort_unstable();
-        tracing::warn!(?isolated_from, "failpoint: cut off from peers");
+        tracing::warn!(
+            ?isolated_from,
+            one_way = req.one_way,
+            "failpoint: cut off from peers"
+        );
         Ok(Response::new(pb::IsolationResponse { isolated_from }))
     }
 

@@ -31,7 +31,7 @@ impl Transport {
     /// Refuses traffic from a peer this node is cut off from by a failpoint.
     fn admit(&self, from: Option<crate::raft::NodeId>) -> Result<(), Status> {
         match from {
-            Some(id) if crate::raft::network::isolated(&self.node.isolation, id) => Err(
+            Some(id) if crate::raft::network::isolated_from(&self.node.isolation, id) => Err(
                 Status::unavailable(format!("node {id} is cut off by a failpoint")),
             ),
             _ => Ok(()),

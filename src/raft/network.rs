@@ -22,15 +22,30 @@ use tonic::transport::{Channel, Endpoint};
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The peers a node is cut off from by a failpoint (`aide serve --failpoints`, for fault
-/// injection): it neither sends them Raft traffic nor accepts theirs.
-pub type Isolation = std::sync::Arc<std::sync::RwLock<std::collections::HashSet<NodeId>>>;
+/// injection): it sends them no Raft traffic, and unless the cut is one-way, accepts none of theirs.
+pub type Isolation = std::sync::Arc<std::sync::RwLock<Cut>>;
 
-/// Whether `peer` is cut off by `isolation`.
+/// What a failpoint cuts.
+#[derive(Debug, Default)]
+pub struct Cut {
+    pub peers: std::collections::HashSet<NodeId>,
+    /// Only what this node sends is lost; what the peers send still arrives.
+    pub one_way: bool,
+}
+
+/// Whether traffic to `peer` is cut by `isolation`.
 pub fn isolated(isolation: &Isolation, peer: NodeId) -> bool {
     isolation
         .read()
         .unwrap_or_else(|p| p.into_inner())
+        .peers
         .contains(&peer)
+}
+
+/// Whether traffic from `peer` is cut by `isolation`.
+pub fn isolated_from(isolation: &Isolation, peer: NodeId) -> bool {
+    let cut = isolation.read().unwrap_or_else(|p| p.into_inner());
+    !cut.one_way && cut.peers.contains(&peer)
 }
 
 /// Makes a connection to each peer.
