@@ -16,8 +16,8 @@ mod common;
 use aide::check::{self, Operation, RegisterOp};
 use aide::client::{Client, ClientConfig, ReadMode};
 use aide::grpc::pb::aidememory::{
-    MemoryAddRequest, MemoryListRequest, StateGetRequest, StateSetRequest, TaskClaimRequest,
-    TaskCreateRequest, TaskGetRequest,
+    MemoryAddRequest, MemoryListRequest, StateGetRequest, StateGetResponse, StateSetRequest,
+    TaskClaimRequest, TaskCreateRequest, TaskGetRequest,
 };
 use aide::grpc::pb::cluster::IsolationRequest;
 use common::cluster::Cluster;
@@ -66,6 +66,31 @@ impl Recorder {
         self.start.elapsed().as_nanos() as u64
     }
 
+    /// Counts a write-like call: acknowledged, or of unknown outcome.
+    fn count(&self, acknowledged: bool) {
+        let mut t = self.tally.lock().unwrap();
+        if acknowledged {
+            t.ok += 1
+        } else {
+            t.unknown += 1
+        }
+    }
+
+    /// Records a read of `key` by `client`, invoked at `invoked`, that has just returned `r`.
+    fn record_read(&self, key: &str, client: u64, invoked: u64, r: StateGetResponse) {
+        let seen = r.found.then(|| r.state.unwrap_or_default().value);
+        let returned = Some(self.now());
+        self.record(
+            key,
+            Operation {
+                client,
+                invoked,
+                returned,
+                op: RegisterOp::Read(seen),
+            },
+        );
+    }
+
     fn record(&self, key: &str, op: Operation) {
         self.history
             .lock()
@@ -112,13 +137,7 @@ async fn client_loop(
                 })
                 .await
                 .is_ok();
-            let mut t = rec.tally.lock().unwrap();
-            if acked {
-                t.ok += 1
-            } else {
-                t.unknown += 1
-            }
-            drop(t);
+            rec.count(acked);
             rec.memories.lock().unwrap().push((content, acked));
             continue;
         }
@@ -134,13 +153,7 @@ async fn client_loop(
                 .await
                 .ok()
                 .map(|r| r.success);
-            let mut t = rec.tally.lock().unwrap();
-            if won.is_some() {
-                t.ok += 1
-            } else {
-                t.unknown += 1
-            }
-            drop(t);
+            rec.count(won.is_some());
             rec.claims.lock().unwrap().push((task, agent, won));
             continue;
         }
@@ -155,13 +168,7 @@ async fn client_loop(
                 .await;
             // A failed write may still have been applied: its outcome is unknown.
             let returned = r.is_ok().then(|| rec.now());
-            let mut t = rec.tally.lock().unwrap();
-            if returned.is_some() {
-                t.ok += 1
-            } else {
-                t.unknown += 1
-            }
-            drop(t);
+            rec.count(returned.is_some());
             rec.record(
                 &key,
                 Operation {
@@ -180,18 +187,8 @@ async fn client_loop(
                 .await
             {
                 Ok(r) => {
-                    let seen = r.found.then(|| r.state.unwrap_or_default().value);
                     rec.tally.lock().unwrap().ok += 1;
-                    let returned = Some(rec.now());
-                    rec.record(
-                        &key,
-                        Operation {
-                            client: id,
-                            invoked,
-                            returned,
-                            op: RegisterOp::Read(seen),
-                        },
-                    );
+                    rec.record_read(&key, id, invoked, r);
                 }
                 // A read that failed saw nothing: it constrains nothing.
                 Err(_) => rec.tally.lock().unwrap().failed += 1,
@@ -370,17 +367,7 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
             })
             .await
             .unwrap();
-        let seen = r.found.then(|| r.state.unwrap_or_default().value);
-        let returned = Some(rec.now());
-        rec.record(
-            &key,
-            Operation {
-                client: 999,
-                invoked,
-                returned,
-                op: RegisterOp::Read(seen),
-            },
-        );
+        rec.record_read(&key, 999, invoked, r);
     }
 
     let mut violations = Vec::new();

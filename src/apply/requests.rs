@@ -73,7 +73,6 @@ pub(super) struct EntryLog<'a> {
     index: &'a RequestIndex,
     changes: &'a mut RequestChanges,
     key: Vec<u8>,
-    now: UnixNanos,
     record: EntryRequests,
     positions: HashMap<String, usize>,
 }
@@ -92,7 +91,6 @@ impl<'a> EntryLog<'a> {
             index,
             changes,
             key: keys::requests(now, log_index),
-            now,
             record: EntryRequests::default(),
             positions: HashMap::new(),
         })
@@ -140,7 +138,6 @@ impl<'a> EntryLog<'a> {
         for (id, _) in &self.record.items {
             self.changes.added.insert(id.clone(), self.key.clone());
         }
-        let _ = self.now;
         records::put(w, self.key, &self.record);
     }
 }

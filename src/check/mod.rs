@@ -157,7 +157,7 @@ pub fn register(ops: &[Operation], initial: Option<String>) -> bool {
             top.next += 1;
             let after = match &ops[c].op {
                 RegisterOp::Write(v) => Some(v.clone()),
-                RegisterOp::Read(seen) if *seen == value => value.clone(),
+                RegisterOp::Read(read) if *read == value => value.clone(),
                 RegisterOp::Read(_) => continue,
             };
             flip(&mut placed, c);

@@ -152,8 +152,7 @@ pub fn failure(what: &str, e: &ClientError) -> String {
             "Could not {what}: {}. Fix the argument and try again.",
             e.message
         ),
-        Code::NotFound => format!("Could not {what}: {}.", e.message),
-        Code::FailedPrecondition | Code::AlreadyExists => {
+        Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists => {
             format!("Could not {what}: {}.", e.message)
         }
         Code::PermissionDenied | Code::Unauthenticated => format!(

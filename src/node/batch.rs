@@ -93,8 +93,9 @@ impl BatchQueue {
             }
             let Some(node) = node.upgrade() else { return };
             tokio::spawn(async move {
+                // A leader that stepped down since refuses the local proposal as not leading,
+                // which every writer retries.
                 let _permit = permit;
-                let leads = node.leader().is_some_and(|(id, _)| id == node.id);
                 let (local_only, others): (Vec<Pending>, Vec<Pending>) =
                     batch.into_iter().partition(|p| p.local_only);
                 if leads {

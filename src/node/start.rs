@@ -240,15 +240,32 @@ async fn join(target: &str, asked: NodeId, advertise: &str) -> Result<NodeId, St
     };
     let channel = crate::raft::network::channel(target).map_err(|e| err(e.to_string()))?;
     let mut client = ClusterServiceClient::new(channel);
-    let mut req = tonic::Request::new(JoinRequest {
-        node_id: asked,
-        address: advertise.to_string(),
-    });
-    req.set_timeout(Duration::from_secs(30));
-    let resp = client
-        .join(req)
-        .await
-        .map_err(|s| err(s.message().to_string()))?;
+    // A cluster in the middle of an election or of another membership change answers with a
+    // transient error: try again for a while. A refusal (bad id, address taken) is final.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resp = loop {
+        let mut req = tonic::Request::new(JoinRequest {
+            node_id: asked,
+            address: advertise.to_string(),
+        });
+        req.set_timeout(Duration::from_secs(10));
+        match client.join(req).await {
+            Ok(resp) => break resp,
+            Err(s)
+                if !matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::NotFound
+                        | tonic::Code::AlreadyExists
+                ) && std::time::Instant::now() < deadline =>
+            {
+                tracing::info!(through = target, error = %s.message(), "joining: trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => return Err(err(s.message().to_string())),
+        }
+    };
     let id = resp.into_inner().node_id;
     tracing::info!(
         node = id,
