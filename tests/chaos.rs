@@ -13,10 +13,11 @@
 
 mod common;
 
-use aide::check::{self, Operation, RegisterOp};
+use aide::check::{self, Append, LogRead, Operation, RegisterOp};
 use aide::client::{Client, ClientConfig, ReadMode};
 use aide::grpc::pb::aidememory::{
-    MemoryAddRequest, MemoryListRequest, StateGetRequest, StateGetResponse, StateSetRequest,
+    DecisionHistoryRequest, DecisionSetRequest, MemoryAddRequest, MemoryListRequest,
+    MessageListRequest, MessageSendRequest, StateGetRequest, StateGetResponse, StateSetRequest,
     TaskClaimRequest, TaskCreateRequest, TaskGetRequest,
 };
 use aide::grpc::pb::cluster::IsolationRequest;
@@ -59,6 +60,21 @@ struct Recorder {
     claims: Mutex<Vec<(String, String, Option<bool>)>>,
     /// The tasks the clients compete for.
     tasks: Vec<String>,
+    /// Decisions appended: (topic, text, invoked, returned when acknowledged).
+    decisions: Mutex<Vec<Appended>>,
+    /// Reads of a topic's history.
+    histories: Mutex<Vec<(String, LogRead)>>,
+    /// Broadcast messages sent, with the id the node gave each acknowledged one.
+    messages: Mutex<Vec<(Appended, Option<u64>)>>,
+}
+
+/// One append of a decision or a message whose outcome the checks compare with what is stored.
+#[derive(Clone, Debug)]
+struct Appended {
+    topic: String,
+    text: String,
+    invoked: u64,
+    returned: Option<u64>,
 }
 
 impl Recorder {
@@ -127,7 +143,68 @@ async fn client_loop(
         n += 1;
         let key = format!("k{}", rng.below(KEYS));
         let invoked = rec.now();
-        let pick = rng.below(10);
+        let pick = rng.below(13);
+        if pick == 10 {
+            let topic = format!("d{}", rng.below(2));
+            let text = format!("decision c{id}-{n}");
+            let r = client
+                .decision_set(DecisionSetRequest {
+                    topic: topic.clone(),
+                    decision: text.clone(),
+                    ..Default::default()
+                })
+                .await;
+            let returned = r.is_ok().then(|| rec.now());
+            rec.count(returned.is_some());
+            rec.decisions.lock().unwrap().push(Appended {
+                topic,
+                text,
+                invoked,
+                returned,
+            });
+            continue;
+        }
+        if pick == 11 {
+            let topic = format!("d{}", rng.below(2));
+            if let Ok(r) = client
+                .decision_history(DecisionHistoryRequest {
+                    topic: topic.clone(),
+                })
+                .await
+            {
+                rec.tally.lock().unwrap().ok += 1;
+                let read = LogRead {
+                    invoked,
+                    returned: rec.now(),
+                    values: r.decisions.into_iter().map(|d| d.decision).collect(),
+                };
+                rec.histories.lock().unwrap().push((topic, read));
+            } else {
+                rec.tally.lock().unwrap().failed += 1;
+            }
+            continue;
+        }
+        if pick == 12 {
+            let text = format!("message c{id}-{n}");
+            let r = client
+                .message_send(MessageSendRequest {
+                    from: format!("c{id}"),
+                    content: text.clone(),
+                    ..Default::default()
+                })
+                .await;
+            let sent = r.ok().and_then(|r| r.message).map(|m| m.id);
+            rec.count(sent.is_some());
+            let returned = sent.is_some().then(|| rec.now());
+            let m = Appended {
+                topic: String::new(),
+                text,
+                invoked,
+                returned,
+            };
+            rec.messages.lock().unwrap().push((m, sent));
+            continue;
+        }
         if pick == 8 {
             let content = format!("memory c{id}-{n}");
             let acked = client
@@ -197,6 +274,16 @@ async fn client_loop(
     }
 }
 
+impl Appended {
+    fn append(&self) -> Append {
+        Append {
+            value: self.text.clone(),
+            invoked: self.invoked,
+            returned: self.returned,
+        }
+    }
+}
+
 /// Cuts the nodes at `side` off from the others, both ways; an empty side heals every cut.
 async fn partition(cluster: &Cluster, side: &[usize]) {
     let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
@@ -255,6 +342,9 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         memories: Mutex::new(Vec::new()),
         claims: Mutex::new(Vec::new()),
         tasks,
+        decisions: Mutex::new(Vec::new()),
+        histories: Mutex::new(Vec::new()),
+        messages: Mutex::new(Vec::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -275,7 +365,17 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         tokio::time::sleep(Duration::from_millis(700 + rng.below(800))).await;
         let leader = cluster.leader().await;
         let follower = (0..nodes).find(|&i| i != leader).unwrap();
-        let fault = match rng.below(8) {
+        let fault = match rng.below(9) {
+            8 => {
+                // A membership change under load: a fresh node joins, becomes a voter, and is
+                // removed again.
+                let added = cluster.add_node().await;
+                cluster.wait_voters(nodes + 1).await;
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(500))).await;
+                cluster.remove_node(added).await;
+                cluster.wait_voters(nodes).await;
+                "add a node, then remove it"
+            }
             7 => {
                 // The leader's messages to one follower are lost; the follower's still arrive.
                 let c = cluster.client(leader, "chaos", ReadMode::Stale);
@@ -434,6 +534,65 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
                 "task {task} is held by {holder:?}, whose claim did not win"
             ));
         }
+    }
+
+    // Decisions: each topic an append-only log.
+    let decisions = rec.decisions.lock().unwrap().clone();
+    let histories = rec.histories.lock().unwrap().clone();
+    for topic in ["d0", "d1"] {
+        let stored: Vec<String> = last
+            .decision_history(DecisionHistoryRequest {
+                topic: topic.to_string(),
+            })
+            .await
+            .unwrap()
+            .decisions
+            .into_iter()
+            .map(|d| d.decision)
+            .collect();
+        let appends: Vec<Append> = decisions
+            .iter()
+            .filter(|d| d.topic == topic)
+            .map(Appended::append)
+            .collect();
+        let reads: Vec<LogRead> = histories
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, r)| r.clone())
+            .collect();
+        for p in check::append_log(&appends, &reads, &stored) {
+            violations.push(format!("decision topic {topic}: {p}"));
+        }
+    }
+    // Broadcast messages: a log ordered by id; the id a sender was given is the stored one.
+    let mut stored = last
+        .message_list(MessageListRequest {
+            agent_id: "checker".into(),
+            include_read: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages;
+    stored.sort_by_key(|m| m.id);
+    let sent = rec.messages.lock().unwrap().clone();
+    for (m, id) in &sent {
+        if let Some(id) = id {
+            if !stored.iter().any(|s| s.id == *id && s.content == m.text) {
+                violations.push(format!(
+                    "message {:?} was given id {id}, which does not hold it",
+                    m.text
+                ));
+            }
+        }
+    }
+    if stored.windows(2).any(|w| w[0].id == w[1].id) {
+        violations.push("two messages share an id".to_string());
+    }
+    let appends: Vec<Append> = sent.iter().map(|(m, _)| m.append()).collect();
+    let contents: Vec<String> = stored.into_iter().map(|m| m.content).collect();
+    for p in check::append_log(&appends, &[], &contents) {
+        violations.push(format!("messages: {p}"));
     }
 
     let history = rec.history.lock().unwrap().clone();

@@ -17,8 +17,10 @@ pub(super) fn set(
 ) -> Result<CommandResult, StoreError> {
     let previous = records::decision(w, ctx.project, &d.topic)?;
     let mut d = d.clone();
-    d.precedence = precedence.unwrap_or_else(|| previous.map_or(0, |p| p.precedence));
-    d.seq = ctx.log_index;
+    d.precedence = precedence.unwrap_or_else(|| previous.as_ref().map_or(0, |p| p.precedence));
+    // A revision's number within its topic; not the log index, which concurrent decisions
+    // merged into one entry share.
+    d.seq = previous.map_or(1, |p| p.seq + 1);
     d.stamp = ctx.stamp;
     records::put(w, keys::decision(ctx.project, &d.topic, d.seq), &d);
     Ok(CommandResult::Decision(d))

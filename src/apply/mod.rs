@@ -55,7 +55,6 @@ pub struct Ctx<'a> {
     pub project: &'a str,
     pub now: UnixNanos,
     pub stamp: Stamp,
-    pub log_index: u64,
     pub effects: &'a mut Vec<Effect>,
 }
 
@@ -100,7 +99,6 @@ pub fn apply_entry(
             project: &env.project,
             now: env.now,
             stamp: env.stamp,
-            log_index,
             effects,
         };
         let result = apply_command(w, &mut ctx, &env.command)?;

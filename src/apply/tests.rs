@@ -285,6 +285,30 @@ fn writes_earlier_in_a_batch_are_seen_by_later_commands() {
 }
 
 #[test]
+fn decisions_merged_into_one_entry_are_all_kept_in_order() {
+    let mut h = Harness::new();
+    let envs: Vec<Envelope> = ["a", "b", "c"]
+        .iter()
+        .map(|text| {
+            h.envelope(
+                "p",
+                Command::DecisionSet {
+                    decision: decision("db", text),
+                    precedence: None,
+                },
+            )
+        })
+        .collect();
+    h.batch(&envs);
+    let history: Vec<String> = records::decision_history(&h.tree, "p", "db")
+        .unwrap()
+        .into_iter()
+        .map(|d| d.decision)
+        .collect();
+    assert_eq!(history, ["a", "b", "c"]);
+}
+
+#[test]
 fn decisions_append_and_carry_precedence_forward() {
     let mut h = Harness::new();
     h.run(

@@ -14,6 +14,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+mod log;
+pub use log::{append_log, Append, LogRead};
+
 /// What a client did to a register.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RegisterOp {

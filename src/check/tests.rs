@@ -144,3 +144,77 @@ fn a_long_history_does_not_exhaust_the_stack() {
     }
     assert!(register(&h, None));
 }
+
+fn append(v: &str, invoked: u64, returned: Option<u64>) -> Append {
+    Append {
+        value: v.to_string(),
+        invoked,
+        returned,
+    }
+}
+
+fn log(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| v.to_string()).collect()
+}
+
+fn read(invoked: u64, returned: u64, values: &[&str]) -> LogRead {
+    LogRead {
+        invoked,
+        returned,
+        values: log(values),
+    }
+}
+
+#[test]
+fn a_log_in_real_time_order_with_prefix_reads_passes() {
+    let appends = [
+        append("a", 0, Some(1)),
+        append("b", 2, Some(5)),
+        append("c", 3, Some(4)),
+        append("lost?", 6, None),
+    ];
+    // b and c overlap: either order is fine; an unknown append may be missing.
+    let reads = [read(1, 2, &["a"]), read(6, 7, &["a", "c", "b"])];
+    assert!(append_log(&appends, &reads, &log(&["a", "c", "b"])).is_empty());
+    assert!(append_log(&appends, &[], &log(&["a", "b", "c", "lost?"])).is_empty());
+}
+
+#[test]
+fn a_lost_duplicated_or_invented_entry_is_caught() {
+    let appends = [append("a", 0, Some(1)), append("b", 2, Some(3))];
+    let lost = append_log(&appends, &[], &log(&["a"]));
+    assert!(lost
+        .iter()
+        .any(|p| p.contains("\"b\" was acknowledged but is not stored")));
+    let twice = append_log(&appends, &[], &log(&["a", "b", "b"]));
+    assert!(twice.iter().any(|p| p.contains("more than once")));
+    let invented = append_log(&appends, &[], &log(&["a", "x", "b"]));
+    assert!(invented.iter().any(|p| p.contains("nobody appended")));
+    // An append of unknown outcome stored twice is still a duplicate.
+    let unknown = [append("u", 0, None)];
+    assert!(!append_log(&unknown, &[], &log(&["u", "u"])).is_empty());
+}
+
+#[test]
+fn an_order_against_real_time_is_caught() {
+    let appends = [append("first", 0, Some(1)), append("second", 2, Some(3))];
+    let p = append_log(&appends, &[], &log(&["second", "first"]));
+    assert!(p.iter().any(|p| p.contains("comes before it")), "{p:?}");
+}
+
+#[test]
+fn reads_that_rewrite_history_or_go_stale_are_caught() {
+    let appends = [append("a", 0, Some(1)), append("b", 2, Some(3))];
+    let stored = log(&["a", "b"]);
+    // A read that saw an entry later gone, or in another order.
+    let rewritten = append_log(&appends, &[read(4, 5, &["b"])], &stored);
+    assert!(rewritten.iter().any(|p| p.contains("not a prefix")));
+    // A read after b was acknowledged that misses it.
+    let stale = append_log(&appends, &[read(4, 5, &["a"])], &stored);
+    assert!(stale.iter().any(|p| p.contains("missed \"b\"")));
+    // A read that saw b before b was even invoked.
+    let early = append_log(&appends, &[read(0, 1, &["a", "b"])], &stored);
+    assert!(early
+        .iter()
+        .any(|p| p.contains("appended after it returned")));
+}

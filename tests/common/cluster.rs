@@ -4,7 +4,7 @@
 
 use super::{client_for, NodeProc};
 use aide::client::{Client, ReadMode};
-use aide::grpc::pb::cluster::{MembersRequest, StatusRequest};
+use aide::grpc::pb::cluster::{MembersRequest, RemoveRequest, StatusRequest};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     tmp: tempfile::TempDir,
     extra: Vec<String>,
+    /// How many nodes were ever added: each new one gets a directory of its own.
+    started: usize,
 }
 
 impl Cluster {
@@ -27,6 +29,7 @@ impl Cluster {
             nodes: vec![first],
             tmp,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            started: 1,
         };
         super::wait_healthy(&cluster.nodes[0].addr).await;
         for _ in 1..n {
@@ -39,7 +42,8 @@ impl Cluster {
     /// Starts one more node with `--join` through the first running node; returns its position.
     pub async fn add_node(&mut self) -> usize {
         let through = self.running_addrs()[0].clone();
-        let dir = self.dir(self.nodes.len() + 1);
+        self.started += 1;
+        let dir = self.dir(self.started);
         let mut flags: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         flags.extend(["--join", through.as_str()]);
         let node = NodeProc::start(&dir, &flags);
@@ -47,7 +51,36 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
-    /// The data directory of the `k`-th node (1-based).
+    /// Removes node `i` from the membership (through any other running node), stops it and
+    /// forgets it.
+    pub async fn remove_node(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let others: Vec<String> = self
+            .addrs()
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a)
+            .collect();
+        let c = client_for(&others, "default", ReadMode::Stale);
+        let deadline = Instant::now() + SETTLE;
+        while let Err(e) = c.cluster_remove(RemoveRequest { node_id: id }).await {
+            // A removal that went through while its answer was lost.
+            let members = c.cluster_members(MembersRequest {}).await;
+            if members.is_ok_and(|m| m.members.iter().all(|m| m.node_id != id)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} was never removed: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut node = self.nodes.remove(i);
+        node.kill();
+    }
+
+    /// The data directory of the `k`-th node started (1-based).
     pub fn dir(&self, k: usize) -> PathBuf {
         self.tmp.path().join(format!("n{k}"))
     }

@@ -6,6 +6,7 @@
 
 use aide::client::{Client, ClientConfig, ReadMode};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -70,6 +71,14 @@ impl NodeProc {
             .env_remove("AIDE_REMOTE")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        // The node dies with the test process, even when the test aborts before its Drop runs.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = mpsc::channel();
