@@ -454,6 +454,28 @@ async fn a_damaged_store_is_reported_and_its_data_kept() {
     );
     std::fs::write(&conf, &good_conf).unwrap();
 
+    // A database whose start is overwritten.
+    let db = node.dir.join("db").join("db");
+    let good_db = std::fs::read(&db).unwrap();
+    let mut broken = good_db.clone();
+    broken[..4096.min(good_db.len())].fill(0xA5);
+    std::fs::write(&db, &broken).unwrap();
+    let err = serve_fails(&node.dir);
+    assert!(
+        err.contains("damaged") && err.contains("--join MEMBER"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // A database cut short: sled would take it for a torn write and open what is left, empty;
+    // the node knows how far its log went and refuses.
+    std::fs::write(&db, &good_db[..good_db.len() / 4]).unwrap();
+    let err = serve_fails(&node.dir);
+    assert!(
+        err.contains("damaged") && err.contains("once held the log up to index"),
+        "{err}"
+    );
+    std::fs::write(&db, &good_db).unwrap();
+
     // Repaired, the node starts with the data as it was.
     node.restart();
     let st = node

@@ -1,11 +1,17 @@
 //! Crash safety: every acknowledged write survives SIGKILL of the node process and a restart
-//! on the same directory, and a clean SIGTERM shutdown stops the node with everything kept.
+//! on the same directory, SIGKILL of every node of a cluster during heavy writes loses none
+//! either, and a clean SIGTERM shutdown stops the node with everything kept.
 
 mod common;
 
 use aide::grpc::pb::aidememory::*;
-use common::NodeProc;
+use aide::client::{Client, ClientConfig, ReadMode};
+use aide::grpc::pb::cluster::StatusRequest;
+use common::cluster::Cluster;
+use common::{client_for, NodeProc};
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
@@ -238,4 +244,125 @@ async fn sigterm_stops_cleanly_and_keeps_everything() {
         rebuilt, 1,
         "only the first start built the index; a clean stop left it current"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_of_every_node_during_heavy_writes_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = Client::new(ClientConfig {
+        endpoints: cluster.addrs(),
+        project: Some("all".into()),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let acked_keys = Arc::new(Mutex::new(Vec::new()));
+    let acked_memories = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (c, keys, memories) = (client.clone(), acked_keys.clone(), acked_memories.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let r = if i % 4 == 3 {
+                    c.memory_add(MemoryAddRequest {
+                        content: format!("heavy write w{w}i{i}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| memories.lock().unwrap().push(r.memory.unwrap().id))
+                } else {
+                    let key = format!("w{w}-{i}");
+                    c.state_set(StateSetRequest {
+                        key: key.clone(),
+                        value: format!("value {i}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| keys.lock().unwrap().push(key))
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    // Every node is killed, at once, while the writers are at full speed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_keys.lock().unwrap().len() < 600 {
+        assert!(Instant::now() < deadline, "writes too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pids: Vec<String> = cluster.nodes.iter().map(|n| n.pid().to_string()).collect();
+    std::process::Command::new("kill")
+        .arg("-KILL")
+        .args(&pids)
+        .status()
+        .unwrap();
+    for n in cluster.nodes.iter_mut() {
+        n.kill();
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let keys = acked_keys.lock().unwrap().clone();
+    let memories = acked_memories.lock().unwrap().clone();
+
+    // Every store opens again, and the cluster has everything it acknowledged.
+    for n in cluster.nodes.iter_mut() {
+        n.restart();
+    }
+    cluster.wait_voters(3).await;
+    let c = client_for(&cluster.addrs(), "all", ReadMode::Linearizable);
+    let stored: BTreeSet<String> = c
+        .state_list(StateListRequest::default())
+        .await
+        .unwrap()
+        .states
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    let lost: Vec<&String> = keys.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged state writes lost, e.g. {:?}",
+        lost.len(),
+        keys.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let ids: BTreeSet<String> = c
+        .memory_list(MemoryListRequest {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .memories
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let lost: Vec<&String> = memories.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged memories lost: {lost:?}");
+    // Every node has it, not just the leader.
+    let last = cluster.leader().await;
+    let index = cluster
+        .client(last, "all", ReadMode::Stale)
+        .cluster_status(StatusRequest {})
+        .await
+        .unwrap()
+        .nodes
+        .iter()
+        .map(|n| n.applied_index)
+        .max()
+        .unwrap();
+    cluster.wait_applied(index).await;
+    for i in 0..3 {
+        let n = cluster
+            .client(i, "all", ReadMode::Stale)
+            .state_list(StateListRequest::default())
+            .await
+            .unwrap()
+            .states
+            .len();
+        assert!(n >= keys.len(), "node {i} holds {n} keys of {}", keys.len());
+    }
 }

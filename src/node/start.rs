@@ -95,6 +95,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let mut store = Store::open(&config.data_dir)?;
     let (applied, _) = stored_applied(&store)?;
     let applied = applied.map_or(0, |l| l.index);
+    check_durable(&store, applied)?;
     let search = Arc::new(SearchIndex::open(&store, applied)?);
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -220,6 +221,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let background = vec![
         tokio::spawn(expiry::run(node.clone())),
         tokio::spawn(membership::promote_learners(node.clone())),
+        tokio::spawn(record_durable(node.clone())),
     ];
     tracing::info!(node = id, addr = %advertise, data = %config.data_dir.display(), "node started");
     Ok(RunningNode {
@@ -230,6 +232,48 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         background,
         closing,
     })
+}
+
+/// Refuses a store that holds less than it once recorded as durable: its database lost data.
+fn check_durable(store: &Store, applied: u64) -> Result<(), StartError> {
+    let Some(mark) = store.durable_mark()? else {
+        return Ok(());
+    };
+    let held = LogStore::new(store.clone())
+        .last_index()
+        .map_err(|e| StartError::Raft(e.to_string()))?
+        .max(applied);
+    if held < mark {
+        return Err(StoreError::Damaged {
+            dir: store.dir().to_path_buf(),
+            problem: format!(
+                "its database once held the log up to index {mark} but now holds only up to \
+                 {held}: part of it was lost or damaged; {}",
+                crate::storage::RECOVERY
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs until the node stops: about once a second, when the node has applied more, flushes the
+/// store and records the applied index as durable.
+async fn record_durable(node: Arc<Node>) {
+    let mut recorded = node.store.durable_mark().ok().flatten().unwrap_or(0);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let applied = node.applied_index();
+        if applied <= recorded {
+            continue;
+        }
+        match node.store.record_durable(applied).await {
+            Ok(()) => recorded = applied,
+            Err(e) => tracing::warn!(error = %e, "cannot record the durable index"),
+        }
+    }
 }
 
 /// Asks a member to add a node at `advertise`; returns the node id the cluster gave it.
@@ -292,7 +336,7 @@ impl RunningNode {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
         self.node.search.shutdown(self.node.applied_index());
-        if let Err(e) = self.node.store.flush().await {
+        if let Err(e) = self.node.store.record_durable(self.node.applied_index()).await {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
         }
         tracing::info!(node = self.node.id, "node stopped");

@@ -23,6 +23,20 @@ impl LogStore {
         LogStore { store }
     }
 
+    /// The highest log index the log holds or has purged (0 for an empty log).
+    pub fn last_index(&self) -> Result<u64, StorageError> {
+        let purged = self.meta::<LogId>(LAST_PURGED)?.map_or(0, |l| l.index);
+        let last = match self.store.raft_log.last().map_err(read_err)? {
+            Some((k, _)) => k
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(read_err)?,
+            None => 0,
+        };
+        Ok(purged.max(last))
+    }
+
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.store.raft_meta.get(key).map_err(read_err)? {
             Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),

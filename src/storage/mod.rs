@@ -8,6 +8,9 @@
 //!   applied log id, written together in one atomic batch).
 //! - `search/` — the tantivy index, derived from `state` and rebuilt from it when needed.
 //! - `snapshots/` — the newest Raft snapshot.
+//! - `durable.mark` — the applied log index the database last made durable, written after a
+//!   flush about once a second: a database found holding less at start has lost data (sled
+//!   takes a damaged log for a torn write and quietly drops everything after it).
 
 pub mod codec;
 pub mod keys;
@@ -20,6 +23,30 @@ pub use kv::{KvRead, Txn};
 pub use meta::StoreMeta;
 
 use std::path::{Path, PathBuf};
+
+/// What to do with a damaged store; the end of every "damaged" error.
+pub const RECOVERY: &str = "keep the directory for inspection and move it aside. In a cluster, \
+    remove this node (`aide cluster remove ID` on any member) and start it on an empty data \
+    directory with `--join MEMBER`: it receives everything from its peers. A single node has no \
+    peers to copy from: restore the directory from a backup";
+
+/// Runs `f`, turning a panic inside it into an error with the panic's message, without the
+/// panic being printed.
+fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the database library panicked".to_string())
+    })
+}
+
+/// The file recording the applied index last known to be durable in the database.
+const DURABLE_MARK: &str = "durable.mark";
 
 /// sled's page cache: 64 MiB (sled's own default is 1 GiB).
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -79,26 +106,25 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let meta = StoreMeta::load_or_create(dir)?;
         let db_path = dir.join("db");
-        let db = sled::Config::new()
+        let damaged = |cause: String| StoreError::Damaged {
+            dir: dir.to_path_buf(),
+            problem: format!(
+                "the database in {} cannot be opened ({cause}); {RECOVERY}",
+                db_path.display()
+            ),
+        };
+        let config = sled::Config::new()
             .path(&db_path)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(200))
-            .open()
+            .flush_every_ms(Some(200));
+        // sled panics on some kinds of damage instead of returning an error.
+        let db = quietly_catching_panics(|| config.open())
+            .map_err(damaged)?
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     StoreError::InUse(dir.to_path_buf())
                 }
-                e => StoreError::Damaged {
-                    dir: dir.to_path_buf(),
-                    problem: format!(
-                        "the database in {} cannot be opened ({e}); keep the directory for \
-                     inspection and move it aside. In a cluster, remove this node (`aide \
-                     cluster remove ID` on any member) and start it on an empty data directory \
-                     with `--join MEMBER`: it receives everything from its peers. A single node \
-                     has no peers to copy from: restore the directory from a backup",
-                        db_path.display()
-                    ),
-                },
+                e => damaged(e.to_string()),
             })?;
         let raft_log = db.open_tree("raft_log")?;
         let raft_meta = db.open_tree("raft_meta")?;
@@ -127,6 +153,40 @@ impl Store {
     pub fn set_node_id(&mut self, node_id: u64) -> Result<(), StoreError> {
         self.meta.node_id = Some(node_id);
         self.meta.save(&self.dir)
+    }
+
+    /// The highest applied log index this store has recorded as durable, if any.
+    pub fn durable_mark(&self) -> Result<Option<u64>, StoreError> {
+        let path = self.dir.join(DURABLE_MARK);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| StoreError::Damaged {
+                    dir: self.dir.clone(),
+                    problem: format!("{} does not hold a log index", path.display()),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Flushes the database, then records `applied` (read before the flush) as durable: at the
+    /// next start, a database that holds less than that has lost writes it had made durable.
+    pub async fn record_durable(&self, applied: u64) -> Result<(), StoreError> {
+        self.flush().await?;
+        let path = self.dir.join(DURABLE_MARK);
+        let tmp = self.dir.join(format!("{DURABLE_MARK}.tmp"));
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            std::io::Write::write_all(&mut f, applied.to_string().as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| StoreError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
+        })
+        .await
+        .map_err(|e| StoreError::Codec(e.to_string()))?
     }
 
     /// Makes every write so far durable.
