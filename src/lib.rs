@@ -23,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod fuzz;
 pub mod grpc;
 pub mod mcp;
 pub mod model;

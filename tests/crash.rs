@@ -4,8 +4,8 @@
 
 mod common;
 
-use aide::grpc::pb::aidememory::*;
 use aide::client::{Client, ClientConfig, ReadMode};
+use aide::grpc::pb::aidememory::*;
 use aide::grpc::pb::cluster::StatusRequest;
 use common::cluster::Cluster;
 use common::{client_for, NodeProc};

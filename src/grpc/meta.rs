@@ -43,7 +43,7 @@ fn text<'a>(md: &'a MetadataMap, key: &str) -> Result<Option<&'a str>, Status> {
 }
 
 /// Reads and checks the metadata of `req`.
-pub fn request_meta<T>(req: &Request<T>) -> Result<RequestMeta, Status> {
+pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, Status> {
     let md = req.metadata();
     let project = match text(md, PROJECT)? {
         None | Some("") => DEFAULT_PROJECT.to_string(),
@@ -53,6 +53,17 @@ pub fn request_meta<T>(req: &Request<T>) -> Result<RequestMeta, Status> {
     let request_id = text(md, REQUEST_ID)?.unwrap_or("").to_string();
     validate::name("request id", &request_id)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // A retry repeats the request exactly; the same id on a different request (another call,
+    // project or content) is a new write, not a retry whose first answer would be returned.
+    let request_id = if request_id.is_empty() {
+        request_id
+    } else {
+        let mut h = Fnv::default();
+        h.write(std::any::type_name::<T>().as_bytes());
+        h.write(project.as_bytes());
+        h.write(&req.get_ref().encode_to_vec());
+        format!("{request_id}/{:016x}", h.0)
+    };
     let consistency = match text(md, CONSISTENCY)? {
         None | Some("") | Some("linearizable") => Consistency::Linearizable,
         Some("stale") => Consistency::Stale,
@@ -78,6 +89,24 @@ pub fn request_meta<T>(req: &Request<T>) -> Result<RequestMeta, Status> {
             min_index,
         },
     })
+}
+
+/// FNV-1a: a hash that every node and every version computes alike.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
 }
 
 /// A response reporting the applied index it reflects.

@@ -56,6 +56,12 @@ pub struct Api {
 }
 
 impl Api {
+    /// The handlers of every public service, over `node` (the router builds its own; the fuzz
+    /// targets call the handlers directly).
+    pub fn new(node: Arc<Node>) -> Api {
+        Api { node }
+    }
+
     /// Builds a command at the time fixed for it, proposes it, and returns its result and index.
     async fn write(
         &self,

@@ -4,7 +4,7 @@ use super::{Stamp, UnixNanos};
 use serde::{Deserialize, Serialize};
 
 /// One revision of a topic's decision. The newest revision is the topic's current decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub topic: String,
     pub decision: String,

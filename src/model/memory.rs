@@ -4,8 +4,9 @@ use super::{Stamp, UnixNanos};
 use serde::{Deserialize, Serialize};
 
 /// The categories of the original aide. An empty category means `learning`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Category {
+    #[default]
     Learning,
     Decision,
     Issue,
@@ -61,7 +62,7 @@ impl Category {
 }
 
 /// A stored memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     /// A ULID, fixed when the memory was proposed (or kept from an import).
     pub id: String,

@@ -4,7 +4,7 @@ use super::{Stamp, UnixNanos};
 use serde::{Deserialize, Serialize};
 
 /// A stored state entry. `key` is the full key: `agent:<agent>:<key>` when scoped to an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateEntry {
     pub key: String,
     pub value: String,

@@ -336,7 +336,12 @@ impl RunningNode {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
         self.node.search.shutdown(self.node.applied_index());
-        if let Err(e) = self.node.store.record_durable(self.node.applied_index()).await {
+        if let Err(e) = self
+            .node
+            .store
+            .record_durable(self.node.applied_index())
+            .await
+        {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
         }
         tracing::info!(node = self.node.id, "node stopped");
