@@ -330,6 +330,82 @@ async fn invalid_requests_get_clear_errors_and_change_nothing() {
                 .await)
             }),
         ),
+        (
+            "empty topic to get",
+            Code::InvalidArgument,
+            "topic",
+            Box::pin(async { ok(c.decision_get(DecisionGetRequest::default()).await) }),
+        ),
+        (
+            "empty topic history",
+            Code::InvalidArgument,
+            "topic",
+            Box::pin(async { ok(c.decision_history(DecisionHistoryRequest::default()).await) }),
+        ),
+        (
+            "empty topic to delete",
+            Code::InvalidArgument,
+            "topic",
+            Box::pin(async { ok(c.decision_delete(DecisionDeleteRequest::default()).await) }),
+        ),
+        (
+            "empty key to delete",
+            Code::InvalidArgument,
+            "key",
+            Box::pin(async { ok(c.state_delete(StateDeleteRequest::default()).await) }),
+        ),
+        (
+            "control chars in agent",
+            Code::InvalidArgument,
+            "agent_id",
+            Box::pin(async {
+                ok(c.message_list(MessageListRequest {
+                    agent_id: "a\u{7}b".into(),
+                    ..Default::default()
+                })
+                .await)
+            }),
+        ),
+        (
+            "empty task id",
+            Code::InvalidArgument,
+            "id",
+            Box::pin(async { ok(c.task_get(TaskGetRequest::default()).await) }),
+        ),
+        (
+            "empty task id to delete",
+            Code::InvalidArgument,
+            "id",
+            Box::pin(async { ok(c.task_delete(TaskDeleteRequest::default()).await) }),
+        ),
+        (
+            "empty memory id to delete",
+            Code::InvalidArgument,
+            "id",
+            Box::pin(async { ok(c.memory_delete(MemoryDeleteRequest::default()).await) }),
+        ),
+        (
+            "unknown node to remove",
+            Code::NotFound,
+            "not a member",
+            Box::pin(async {
+                ok(
+                    c.cluster_remove(aide::grpc::pb::cluster::RemoveRequest { node_id: 77 })
+                        .await,
+                )
+            }),
+        ),
+        (
+            "join of no address",
+            Code::InvalidArgument,
+            "address",
+            Box::pin(async {
+                ok(
+                    c.cluster_join(aide::grpc::pb::cluster::JoinRequest::default())
+                        .await,
+                )
+            }),
+        ),
     ];
     for (what, code, word, call) in cases {
         let err = call.await.expect_err(what);
@@ -487,4 +563,115 @@ async fn a_damaged_store_is_reported_and_its_data_kept() {
         .await
         .unwrap();
     assert_eq!(st.state.unwrap().value, "precious");
+}
+
+/// Runs `aide ARGS` with no node configured, and returns (success, stderr).
+fn aide(args: &[&str], config: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(aide_bin())
+        .current_dir(std::env::temp_dir())
+        .args(args)
+        .env("AIDE_CONFIG", config)
+        .env_remove("AIDE_REMOTE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_config_files_and_flags_get_clear_errors_and_touch_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let data = dir.to_str().unwrap();
+    let bad_serve = tmp.path().join("serve.yaml");
+    std::fs::write(&bad_serve, "listen: [oops\n").unwrap();
+    let bad_client = tmp.path().join("client.yaml");
+    std::fs::write(&bad_client, "sync: {mode: raft, peers: 12}\n").unwrap();
+    let none = tmp.path().join("none.yaml");
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--data-dir", data];
+        args.extend_from_slice(extra);
+        aide(&args, &none)
+    };
+
+    // (what, the outcome, words the error must contain)
+    let cases: Vec<(&str, (bool, String), &[&str])> = vec![
+        (
+            "a serve config that is not YAML",
+            serve(&["--config", bad_serve.to_str().unwrap()]),
+            &["serve.yaml", "listen", "line 1"],
+        ),
+        (
+            "a listen address that is no address",
+            serve(&["--listen", "nonsense"]),
+            &["nonsense"],
+        ),
+        (
+            "node id 0",
+            serve(&["--listen", "127.0.0.1:0", "--node-id", "0"]),
+            &["node id 0"],
+        ),
+        (
+            "a node id that is no number",
+            serve(&["--node-id", "one"]),
+            &["--node-id", "one"],
+        ),
+        (
+            "snapshots every 0 entries",
+            serve(&["--snapshot-every", "0"]),
+            &["--snapshot-every"],
+        ),
+        (
+            "a client config with peers that are no list",
+            aide(&["state", "get", "k"], &bad_client),
+            &["client.yaml", "sync.peers"],
+        ),
+        (
+            "a remote that is no HOST:PORT",
+            aide(&["state", "get", "k", "--remote", ":::"], &none),
+            &["--remote", ":::"],
+        ),
+        (
+            "an unknown consistency",
+            aide(
+                &[
+                    "state",
+                    "get",
+                    "k",
+                    "--remote",
+                    "127.0.0.1:9",
+                    "--consistency",
+                    "sometimes",
+                ],
+                &none,
+            ),
+            &["sometimes", "linearizable, stale"],
+        ),
+        (
+            "a min index that is no index",
+            aide(
+                &[
+                    "state",
+                    "get",
+                    "k",
+                    "--remote",
+                    "127.0.0.1:9",
+                    "--min-index",
+                    "abc",
+                ],
+                &none,
+            ),
+            &["--min-index", "abc"],
+        ),
+    ];
+    for (what, (ok, err), words) in cases {
+        assert!(!ok, "{what} was accepted");
+        for w in words {
+            assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
+        }
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    assert!(!dir.exists(), "a refused start created {}", dir.display());
 }

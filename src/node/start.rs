@@ -92,11 +92,11 @@ pub struct RunningNode {
 
 /// Starts a node.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
-    let mut store = Store::open(&config.data_dir)?;
-    let (applied, _) = stored_applied(&store)?;
-    let applied = applied.map_or(0, |l| l.index);
-    check_durable(&store, applied)?;
-    let search = Arc::new(SearchIndex::open(&store, applied)?);
+    if config.node_id == Some(0) {
+        return Err(StartError::Config(
+            "node id 0 is reserved (it means \"no node\"); use 1 or more".to_string(),
+        ));
+    }
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -108,6 +108,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
+    // The store is opened once the address is known to be good: bad flags change nothing on disk.
+    let mut store = Store::open(&config.data_dir)?;
+    let (applied, _) = stored_applied(&store)?;
+    let applied = applied.map_or(0, |l| l.index);
+    check_durable(&store, applied)?;
+    let search = Arc::new(SearchIndex::open(&store, applied)?);
     let advertise = match &config.advertise {
         Some(a) => a.clone(),
         None if local_addr.ip().is_unspecified() => {
