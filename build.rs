@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/aidememory.proto",
         "proto/cluster.proto",
         "proto/raft.proto",
+        "proto/auth.proto",
     ]
     .map(std::path::PathBuf::from);
     tonic_prost_build::configure().compile_protos(

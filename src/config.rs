@@ -36,6 +36,10 @@ pub struct ServeFile {
     pub join: Option<String>,
     /// `false`: do not create a single-node cluster (like `--no-init`).
     pub init: Option<bool>,
+    /// TLS: this node's certificate chain, its key and the cluster CA (PEM files).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServeFile {
@@ -74,6 +78,13 @@ pub struct ClientFile {
     pub sync: SyncSection,
     /// The project, instead of the git root's name.
     pub project: Option<String>,
+    /// The API key sent with every call (when the cluster requires keys).
+    pub api_key: Option<String>,
+    /// TLS: the CA that signed the nodes' certificates; with it, calls use TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a client certificate and key, for clusters that ask for one.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ClientFile {
@@ -119,6 +130,32 @@ impl ClientFile {
                 .collect(),
         )
     }
+}
+
+/// Writes `bytes` to `path` (a new file, or replacing one) readable and writable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = private_options().write(true).truncate(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Opens `path` for appending, creating it readable and writable by the owner only.
+pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    private_options().append(true).open(path)
+}
+
+fn private_options() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
 }
 
 /// The newest applied index the CLI has seen, per cluster, kept in `last-index.json` next to

@@ -17,6 +17,8 @@
 //! - [`cli`] — the `aide` command line.
 
 pub mod apply;
+pub mod audit;
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod cli;
@@ -31,6 +33,7 @@ pub mod node;
 pub mod raft;
 pub mod search;
 pub mod storage;
+pub mod tls;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

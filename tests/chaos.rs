@@ -135,6 +135,7 @@ async fn client_loop(
         read_mode: ReadMode::Linearizable,
         min_index: None,
         timeout: Duration::from_secs(2),
+        api_key: None,
     })
     .unwrap();
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));

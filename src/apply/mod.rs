@@ -6,6 +6,7 @@
 //! Each domain has its own file. Besides the store writes, apply reports [`Effect`]s (what
 //! changed) so that the search index and the watch streams can follow the store.
 
+pub mod auth;
 mod decision;
 mod memory;
 mod message;
@@ -135,6 +136,9 @@ fn apply_command(
         Command::MessageAck { id, agent } => message::ack(w, ctx, *id, agent),
         Command::MessagePrune => message::prune(w, ctx, Some(ctx.project.to_string())),
         Command::MessageExpireAll => message::prune(w, ctx, None),
+        Command::AuthEnable(key) => auth::enable(w, key),
+        Command::AuthKeyCreate(key) => auth::create(w, key),
+        Command::AuthKeyRevoke { accessor } => auth::revoke(w, ctx.now, accessor),
         Command::TaskCreate(t) => task::create(w, ctx, t),
         Command::TaskClaim {
             id,

@@ -37,6 +37,8 @@ pub struct BenchConfig {
     pub keys: usize,
     /// Stop after this many operations in all (counting the warmup's), even before the duration.
     pub max_ops: Option<u64>,
+    /// The API key to send.
+    pub api_key: Option<String>,
 }
 
 /// What one run measured.
@@ -85,6 +87,7 @@ fn client(cfg: &BenchConfig, mode: ReadMode) -> Result<Client, ClientError> {
         read_mode: mode,
         min_index: None,
         timeout: Duration::from_secs(10),
+        api_key: cfg.api_key.clone(),
     })
 }
 

@@ -39,6 +39,7 @@ pub async fn run(
     args: BenchArgs,
     endpoints: Vec<String>,
     project: Option<String>,
+    api_key: Option<String>,
     out: &Printer,
 ) -> Result<(), CliError> {
     let project = project
@@ -55,6 +56,7 @@ pub async fn run(
             value_size: args.value_size,
             keys: args.keys,
             max_ops: args.max_ops,
+            api_key: api_key.clone(),
         })
         .await?;
         if !out.json() {

@@ -1,6 +1,7 @@
 //! The `aide` command line: one file per command group, one printer for text and JSON.
 //! Every group but `serve` talks to a node through [`crate::client`].
 
+mod auth;
 mod bench;
 mod cluster;
 mod decision;
@@ -17,6 +18,7 @@ use crate::client::{Client, ClientConfig, ClientError, ReadMode};
 use crate::config::{ClientFile, LastIndex};
 use clap::{Parser, Subcommand, ValueEnum};
 use print::Format;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// aide: shared memory for AI coding agents — memories, decisions, state, messages and tasks,
@@ -55,6 +57,19 @@ pub struct Global {
     /// this client has seen from these nodes (its last write or newer): read-your-writes at any node.
     #[arg(long, global = true, value_name = "INDEX|last", value_parser = parse_min_index)]
     pub min_index: Option<MinIndex>,
+    /// The API key to send (when the cluster requires keys); else `api_key` in the config file.
+    #[arg(long, global = true, env = "AIDE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// TLS: the CA certificate the nodes' certificates are signed by; with it, calls use TLS.
+    /// For `serve`: the cluster CA, which other nodes' certificates must chain to.
+    #[arg(long, global = true, value_name = "FILE", env = "AIDE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a certificate to present (PEM). For `serve`: the node's own certificate.
+    #[arg(long, global = true, value_name = "FILE", env = "AIDE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the key of --tls-cert (PEM).
+    #[arg(long, global = true, value_name = "FILE", env = "AIDE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A `--min-index` value.
@@ -103,6 +118,15 @@ pub enum Command {
     /// Cluster membership and status.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// API keys: enable them, create, list and revoke keys.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
+    /// The audit log of a node.
+    #[command(subcommand)]
+    Audit(auth::AuditCmd),
+    /// Development TLS certificates for a local cluster.
+    #[command(subcommand)]
+    Cert(auth::CertCmd),
     /// Measure throughput and latency (closed loop: N clients, one call after another).
     Bench(bench::BenchArgs),
     /// Serve the aide tools to an MCP client (Claude Code) on stdin/stdout.
@@ -140,7 +164,7 @@ pub enum CliError {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve(args) = &cli.command {
-        return serve::run(args);
+        return serve::run(args, &cli.global);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,7 +195,13 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Serve(_) => unreachable!("handled before the runtime starts"),
         Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
-        Command::Bench(args) => bench::run(args, endpoints(g)?, g.project.clone(), &out).await,
+        Command::Auth(c) => auth::run(c, &client(g).await?, g.project.clone(), &out).await,
+        Command::Audit(c) => auth::audit(c, &client(g).await?, &out).await,
+        Command::Cert(c) => auth::cert(c),
+        Command::Bench(args) => {
+            let api_key = transport(g)?;
+            bench::run(args, endpoints(g)?, g.project.clone(), api_key, &out).await
+        }
         other => {
             let local_listen = match &other {
                 Command::Mcp { listen } => Some(listen.clone()),
@@ -216,6 +246,7 @@ impl Session {
         let config = ClientConfig {
             endpoints: vec![running.local_addr.to_string()],
             project: project(g)?,
+            api_key: transport(g)?,
             ..ClientConfig::default()
         };
         Ok(Session {
@@ -257,8 +288,32 @@ fn endpoints_key(endpoints: &[String]) -> String {
     e.join(",")
 }
 
+/// Sets up TLS for every connection the command makes (from the flags, else the config file),
+/// and returns the API key to send.
+pub fn transport(g: &Global) -> Result<Option<String>, CliError> {
+    let file = client_file()?;
+    let ca = g.tls_ca.clone().or(file.tls_ca);
+    let cert = g.tls_cert.clone().or(file.tls_cert);
+    let key = g.tls_key.clone().or(file.tls_key);
+    if let Some(ca) = ca {
+        let tls = crate::tls::ClientTls::for_client(&ca, cert.as_deref(), key.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        crate::tls::set_client(Some(tls));
+    } else if cert.is_some() || key.is_some() {
+        return Err(CliError::Usage(
+            "--tls-cert and --tls-key need --tls-ca, the CA the nodes' certificates chain to"
+                .to_string(),
+        ));
+    }
+    Ok(g.api_key
+        .clone()
+        .or(file.api_key)
+        .filter(|k| !k.trim().is_empty()))
+}
+
 /// The client the global options describe.
 pub async fn client(g: &Global) -> Result<Client, CliError> {
+    let api_key = transport(g)?;
     let endpoints = endpoints(g)?;
     let min_index = match g.min_index {
         None => None,
@@ -275,6 +330,7 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
             ConsistencyArg::Stale => ReadMode::Stale,
         },
         min_index,
+        api_key,
         ..ClientConfig::default()
     };
     Ok(Client::connect(config).await?)

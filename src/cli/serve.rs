@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A YAML file with any of: node_id, listen, advertise, data_dir, join, init (flags win).
+    /// A YAML file with any of: node_id, listen, advertise, data_dir, join, init, tls_cert,
+    /// tls_key, tls_ca (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The data directory (default: .aide/data at the git root, or ~/.aide/data outside a repository).
@@ -58,7 +59,7 @@ pub fn git_root(dir: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-pub fn run(args: &ServeArgs) -> ExitCode {
+pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,6 +101,21 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             ..Default::default()
         },
         failpoints: args.failpoints,
+        tls: match (
+            g.tls_cert.clone().or(file.tls_cert),
+            g.tls_key.clone().or(file.tls_key),
+            g.tls_ca.clone().or(file.tls_ca),
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles { cert, key, ca }),
+            (None, None, None) => None,
+            _ => {
+                eprintln!(
+                    "error: TLS needs all three of --tls-cert, --tls-key and --tls-ca (or \
+                     tls_cert, tls_key and tls_ca in the config file)"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
     };
     runtime.block_on(async move {
         let running = match node::start(config.clone()).await {

@@ -62,6 +62,8 @@ pub struct ClientConfig {
     pub min_index: Option<u64>,
     /// How long one call may take before it is tried elsewhere.
     pub timeout: Duration,
+    /// Sent as `authorization: Bearer <key>` with every call.
+    pub api_key: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -72,6 +74,7 @@ impl Default for ClientConfig {
             read_mode: ReadMode::Linearizable,
             min_index: None,
             timeout: Duration::from_secs(15),
+            api_key: None,
         }
     }
 }
@@ -235,6 +238,13 @@ impl Client {
         };
         if let Some(p) = &self.config.project {
             md.insert(PROJECT, p.parse().map_err(|_| bad("the project name"))?);
+        }
+        if let Some(key) = &self.config.api_key {
+            let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {}", key.trim())
+                .parse()
+                .map_err(|_| bad("the API key"))?;
+            v.set_sensitive(true);
+            md.insert("authorization", v);
         }
         match kind {
             Kind::Write => {

@@ -7,6 +7,7 @@ use crate::grpc::pb::aidememory::{
     memory_service_client::MemoryServiceClient, message_service_client::MessageServiceClient,
     state_service_client::StateServiceClient, task_service_client::TaskServiceClient, *,
 };
+use crate::grpc::pb::auth::{self as auth, auth_service_client::AuthServiceClient};
 use crate::grpc::pb::cluster::{self as cluster, cluster_service_client::ClusterServiceClient};
 
 /// The largest response a client accepts (a long list of large memories).
@@ -118,4 +119,15 @@ rpcs! {
     Read cluster_node_info: ClusterServiceClient::node_info(cluster::NodeInfoRequest) -> cluster::NodeInfoResponse;
     /// The membership.
     Read cluster_members: ClusterServiceClient::members(cluster::MembersRequest) -> cluster::MembersResponse;
+
+    /// Turns API keys on with the node's bootstrap token; returns the first admin key.
+    Write auth_enable: AuthServiceClient::enable(auth::EnableRequest) -> auth::KeyCreated;
+    /// Creates an API key.
+    Write auth_create_key: AuthServiceClient::create_key(auth::CreateKeyRequest) -> auth::KeyCreated;
+    /// Every API key, without secrets.
+    Read auth_list_keys: AuthServiceClient::list_keys(auth::ListKeysRequest) -> auth::ListKeysResponse;
+    /// Revokes an API key.
+    Write auth_revoke_key: AuthServiceClient::revoke_key(auth::RevokeKeyRequest) -> auth::RevokeKeyResponse;
+    /// The answering node's last audit lines.
+    Read audit_tail: AuthServiceClient::audit_tail(auth::AuditTailRequest) -> auth::AuditTailResponse;
 }

@@ -5,7 +5,9 @@
 
 pub mod validate;
 
-use crate::model::{Decision, Memory, Message, Stamp, StateEntry, Task, TaskStatus, UnixNanos};
+use crate::model::{
+    ApiKey, Decision, Memory, Message, Stamp, StateEntry, Task, TaskStatus, UnixNanos,
+};
 use serde::{Deserialize, Serialize};
 
 /// One write to the replicated store. The variant order is part of the log format: append new
@@ -76,9 +78,46 @@ pub enum Command {
     },
     /// Delete the expired messages of every project; the leader proposes it on a timer.
     MessageExpireAll,
+    /// Turns API keys on, with the first admin key; refused when they already are.
+    AuthEnable(ApiKey),
+    /// Adds an API key.
+    AuthKeyCreate(ApiKey),
+    /// Revokes an API key.
+    AuthKeyRevoke {
+        accessor: String,
+    },
 }
 
 impl Command {
+    /// The record the command names, for the audit log (empty when it names none).
+    pub fn target(&self) -> String {
+        match self {
+            Command::MemoryAdd(m) => m.id.clone(),
+            Command::MemoryDelete { id }
+            | Command::TaskClaim { id, .. }
+            | Command::TaskComplete { id, .. }
+            | Command::TaskUpdate { id, .. }
+            | Command::TaskDelete { id } => id.clone(),
+            Command::MemoryTouch { ids } => ids.join(","),
+            Command::DecisionSet { decision, .. } => decision.topic.clone(),
+            Command::DecisionDelete { topic } => topic.clone(),
+            Command::StateSet(s) => s.key.clone(),
+            Command::StateDelete { key } => key.clone(),
+            Command::StateClear { agent } => agent.clone(),
+            Command::MessageSend(m) => m.to.clone(),
+            Command::MessageAck { id, .. } => id.to_string(),
+            Command::TaskCreate(t) => t.id.clone(),
+            Command::AuthEnable(k) | Command::AuthKeyCreate(k) => k.accessor.clone(),
+            Command::AuthKeyRevoke { accessor } => accessor.clone(),
+            Command::MemoryClear
+            | Command::DecisionClear
+            | Command::StateCleanup { .. }
+            | Command::MessagePrune
+            | Command::TaskClear { .. }
+            | Command::MessageExpireAll => String::new(),
+        }
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -103,6 +142,9 @@ impl Command {
             Command::TaskDelete { .. } => "task.delete",
             Command::TaskClear { .. } => "task.clear",
             Command::MessageExpireAll => "message.expire_all",
+            Command::AuthEnable(_) => "auth.enable",
+            Command::AuthKeyCreate(_) => "auth.key_create",
+            Command::AuthKeyRevoke { .. } => "auth.key_revoke",
         }
     }
 }
@@ -140,6 +182,8 @@ pub enum CommandResult {
     },
     /// The command could not apply: the store is unchanged.
     Rejected(Rejection),
+    /// An API key as it stands after the command.
+    Key(ApiKey),
 }
 
 /// Why a command did not apply.

@@ -24,6 +24,8 @@ pub const DEFAULT_PROJECT: &str = "default";
 pub struct RequestMeta {
     pub write: WriteMeta,
     pub read: ReadOptions,
+    /// The accessor id of the caller's API key (empty without keys).
+    pub accessor: String,
 }
 
 impl RequestMeta {
@@ -88,6 +90,11 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
             consistency,
             min_index,
         },
+        accessor: req
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .map(|c| c.accessor.clone())
+            .unwrap_or_default(),
     })
 }
 

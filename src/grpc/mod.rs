@@ -6,6 +6,7 @@ pub mod convert;
 pub mod error;
 pub mod meta;
 
+pub mod auth;
 mod cluster;
 mod decision;
 mod health;
@@ -29,6 +30,10 @@ pub mod pb {
     /// The node-to-node Raft transport.
     pub mod raft {
         tonic::include_proto!("aide.raft");
+    }
+    /// API keys and the audit log.
+    pub mod auth {
+        tonic::include_proto!("aide.auth");
     }
 }
 
@@ -68,7 +73,30 @@ impl Api {
         meta: &RequestMeta,
         build: impl FnOnce(Tick) -> Result<Command, crate::command::validate::Invalid>,
     ) -> Result<(CommandResult, u64), Status> {
-        Ok(self.node.write(&meta.write, build).await?)
+        let mut named = None;
+        let r = self
+            .node
+            .write(&meta.write, |t| {
+                let c = build(t)?;
+                named = Some((c.name(), c.target()));
+                Ok(c)
+            })
+            .await;
+        // Every write is audited, with its outcome; one refused before it was built is not a write.
+        if let Some((operation, target)) = named {
+            self.node.audit.write(&crate::audit::AuditEntry {
+                node: self.node.id,
+                accessor: meta.accessor.clone(),
+                project: meta.project().to_string(),
+                operation: operation.to_string(),
+                target,
+                result: match &r {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => format!("error: {e}"),
+                },
+            });
+        }
+        Ok(r?)
     }
 
     /// Waits for the read barrier `meta` asks for, then reads the store.
@@ -87,12 +115,23 @@ fn unexpected(r: CommandResult) -> Status {
     Status::internal(format!("unexpected command result {r:?}"))
 }
 
-/// Every service of a node on one router: the public API, the cluster API and the Raft transport.
-pub fn router(node: Arc<Node>) -> Router {
+/// The router with the guard in front of every service.
+pub type GuardedRouter = Router<tower_layer::Stack<crate::auth::GuardLayer, tower_layer::Identity>>;
+
+/// Every service of a node on one router behind the guard: the public API, the cluster API,
+/// API keys and the Raft transport.
+pub fn router(node: Arc<Node>) -> GuardedRouter {
     let api = Api { node: node.clone() };
     let limit = MAX_REQUEST_BYTES;
+    let guard = crate::auth::GuardLayer {
+        store: node.store.clone(),
+        audit: node.audit.clone(),
+        node_id: node.id,
+        tls: node.tls,
+    };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(guard)
         .add_service(MemoryServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(StateServiceServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(DecisionServiceServer::new(api.clone()).max_decoding_message_size(limit))
@@ -101,5 +140,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .add_service(HealthServiceServer::new(api.clone()))
         .add_service(SwarmServiceServer::new(api.clone()))
         .add_service(cluster::service(node.clone()))
+        .add_service(pb::auth::auth_service_server::AuthServiceServer::new(
+            auth::Auth { node: node.clone() },
+        ))
         .add_service(raft::service(node))
 }

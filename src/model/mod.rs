@@ -1,12 +1,14 @@
-//! The domain types every layer shares: memories, decisions, state entries, messages and tasks,
+//! The domain types every layer shares: memories, decisions, state entries, messages, tasks and API keys,
 //! as they are stored and replicated. No I/O happens here.
 
+mod apikey;
 mod decision;
 mod memory;
 mod message;
 mod state;
 mod task;
 
+pub use apikey::{ApiKey, Role, ALL_PROJECTS};
 pub use decision::Decision;
 pub use memory::{Category, Memory};
 pub use message::{Message, DEFAULT_MESSAGE_TTL_SECS};

@@ -57,6 +57,10 @@ pub struct Node {
     join_lock: tokio::sync::Mutex<()>,
     /// Becomes true when the node starts shutting down: watch streams end.
     pub closing: watch::Receiver<bool>,
+    /// The audit log in the data directory.
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// Whether the node serves TLS (node-to-node calls then need a certificate).
+    pub tls: bool,
 }
 
 impl Node {

@@ -41,6 +41,8 @@ pub struct NodeConfig {
     pub timing: RaftTiming,
     /// Allow fault-injection failpoints (testing only).
     pub failpoints: bool,
+    /// Serve TLS with these files, and present them to other nodes.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl NodeConfig {
@@ -55,6 +57,7 @@ impl NodeConfig {
             init: true,
             timing: RaftTiming::default(),
             failpoints: false,
+            tls: None,
         }
     }
 }
@@ -108,11 +111,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         addr: config.listen.clone(),
         source,
     })?;
+    // TLS files are read before anything is written: a bad file changes nothing on disk.
+    let tls = match &config.tls {
+        Some(files) => {
+            let reloading = crate::tls::Reloading::new(files.clone())
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            crate::tls::set_client(Some(
+                crate::tls::ClientTls::from_files(files)
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            ));
+            Some(reloading)
+        }
+        None => None,
+    };
     // The store is opened once the address is known to be good: bad flags change nothing on disk.
     let mut store = Store::open(&config.data_dir)?;
     let (applied, _) = stored_applied(&store)?;
     let applied = applied.map_or(0, |l| l.index);
     check_durable(&store, applied)?;
+    crate::auth::bootstrap_token(&config.data_dir)
+        .map_err(|e| StoreError::io(&config.data_dir, e))?;
     let search = Arc::new(SearchIndex::open(&store, applied)?);
     let advertise = match &config.advertise {
         Some(a) => a.clone(),
@@ -204,6 +222,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         reads,
         failpoints: config.failpoints,
         isolation,
+        audit: Arc::new(crate::audit::AuditLog::new(&config.data_dir)),
+        tls: tls.is_some(),
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
@@ -212,23 +232,34 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let router = grpc::router(node.clone());
     // Our own listener, so the server's nodelay setting does not reach the accepted sockets:
     // set it here, or every small response waits for the peer's delayed ACK (about 40 ms).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            if let Ok(stream) = &conn {
-                let _ = stream.set_nodelay(true);
-            }
-            conn
-        },
-    );
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
-    let background = vec![
+    };
+    let mut background = Vec::new();
+    let server = match &tls {
+        Some(reloading) => {
+            background.push(tokio::spawn(reloading.clone().watch()));
+            let incoming = reloading.clone().incoming(listener);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    if let Ok(stream) = &conn {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    conn
+                },
+            );
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
+    background.extend([
         tokio::spawn(expiry::run(node.clone())),
         tokio::spawn(membership::promote_learners(node.clone())),
         tokio::spawn(record_durable(node.clone())),
-    ];
+    ]);
     tracing::info!(node = id, addr = %advertise, data = %config.data_dir.display(), "node started");
     Ok(RunningNode {
         node,

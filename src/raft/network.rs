@@ -68,7 +68,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// A lazily connected channel to `addr` (`host:port`).
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    let endpoint = match crate::tls::client() {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -4,12 +4,13 @@
 //! | tag | record | rest of the key |
 //! |---|---|---|
 //! | `M` | memory | ULID |
-//! | `D` | decision revision | topic, `0x00`, log index (8 bytes, big-endian) |
+//! | `D` | decision revision | topic, `0x00`, revision number (8 bytes, big-endian) |
 //! | `S` | state entry | full key |
 //! | `G` | message | id (8 bytes, big-endian) |
 //! | `T` | task | id |
 //! | `Z` | tombstone | the tag of the deleted record's table, then its key rest |
 //! | `r` | the request ids a log entry applied | proposal time (8 bytes), log index (8 bytes) |
+//! | `K` | API key (not per project) | accessor id |
 //! | `_` | state machine metadata | name |
 
 /// A table of the `state` tree.
@@ -38,6 +39,7 @@ impl Table {
 const TOMBSTONE: u8 = b'Z';
 const REQUESTS: u8 = b'r';
 const META: u8 = b'_';
+const API_KEY: u8 = b'K';
 
 /// The prefix of every record of `table` in `project`.
 pub fn prefix(table: Table, project: &str) -> Vec<u8> {
@@ -133,6 +135,18 @@ pub fn requests_prefix() -> Vec<u8> {
 pub fn requests_time(key: &[u8]) -> Option<i64> {
     let t: [u8; 8] = key.get(1..9)?.try_into().ok()?;
     Some((u64::from_be_bytes(t) ^ (1 << 63)) as i64)
+}
+
+/// The key of an API key record.
+pub fn api_key(accessor: &str) -> Vec<u8> {
+    let mut k = vec![API_KEY];
+    k.extend_from_slice(accessor.as_bytes());
+    k
+}
+
+/// The prefix of every API key record.
+pub fn api_keys_prefix() -> Vec<u8> {
+    vec![API_KEY]
 }
 
 /// A state machine metadata key.

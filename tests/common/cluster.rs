@@ -111,6 +111,7 @@ impl Cluster {
             read_mode: ReadMode::Stale,
             min_index: Some(min_index),
             timeout: Duration::from_secs(20),
+            api_key: None,
         })
         .unwrap()
     }

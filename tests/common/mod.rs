@@ -189,6 +189,7 @@ pub fn client_for(endpoints: &[String], project: &str, mode: ReadMode) -> Client
         read_mode: mode,
         min_index: None,
         timeout: Duration::from_secs(20),
+        api_key: None,
     })
     .expect("client")
 }

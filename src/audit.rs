@@ -1,0 +1,162 @@
+//! The audit log: one JSON line per write, refused request, membership change and key change,
+//! in `<data dir>/audit.log` (owner-readable only), rotated at [`MAX_BYTES`] into `audit.log.1`
+//! .. `audit.log.<KEEP>`. A line names the key by its accessor id, never by its secret.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The size at which the log is rotated.
+pub const MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// How many rotated files are kept.
+pub const KEEP: u32 = 5;
+/// The log's file name in the data directory.
+pub const FILE: &str = "audit.log";
+
+/// One audited event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub node: u64,
+    /// The API key's accessor id (empty without keys, or when none was offered).
+    pub accessor: String,
+    pub project: String,
+    /// `Service/Method` or the command (`state.set`).
+    pub operation: String,
+    /// The record the operation names (a key, an id, a topic), when it names one.
+    pub target: String,
+    /// `ok`, `denied: ...`, or `error ...`.
+    pub result: String,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    entry: &'a AuditEntry,
+}
+
+/// The audit log of one node.
+pub struct AuditLog {
+    path: PathBuf,
+    max_bytes: u64,
+    file: Mutex<Option<(std::fs::File, u64)>>,
+}
+
+impl AuditLog {
+    /// The log in data directory `dir`.
+    pub fn new(dir: &Path) -> AuditLog {
+        Self::with_limit(dir, MAX_BYTES)
+    }
+
+    /// The log in `dir`, rotated at `max_bytes`.
+    pub fn with_limit(dir: &Path, max_bytes: u64) -> AuditLog {
+        AuditLog {
+            path: dir.join(FILE),
+            max_bytes,
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Appends one line; a failure to write is reported in the node's log, never to the caller.
+    pub fn write(&self, entry: &AuditEntry) {
+        let line = Line {
+            time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            entry,
+        };
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.append(&mut file, text.as_bytes()) {
+            tracing::warn!(error = %e, path = %self.path.display(), "cannot write the audit log");
+            *file = None;
+        }
+    }
+
+    fn append(&self, file: &mut Option<(std::fs::File, u64)>, bytes: &[u8]) -> std::io::Result<()> {
+        if file.is_none() {
+            let f = crate::config::open_private_append(&self.path)?;
+            let size = f.metadata()?.len();
+            *file = Some((f, size));
+        }
+        let (f, size) = file.as_mut().expect("opened above");
+        f.write_all(bytes)?;
+        *size += bytes.len() as u64;
+        if *size >= self.max_bytes {
+            *file = None;
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&self) -> std::io::Result<()> {
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(numbered(KEEP));
+        for n in (1..KEEP).rev() {
+            let from = numbered(n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, numbered(1))
+    }
+
+    /// The last `n` lines, oldest first (from the current file and the rotated ones).
+    pub fn tail(&self, n: usize) -> std::io::Result<Vec<String>> {
+        let mut lines: Vec<String> = Vec::new();
+        let mut files = vec![self.path.clone()];
+        files.extend((1..=KEEP).map(|i| PathBuf::from(format!("{}.{i}", self.path.display()))));
+        for f in files {
+            if lines.len() >= n {
+                break;
+            }
+            let text = match std::fs::read_to_string(&f) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut older: Vec<String> = text.lines().map(String::from).collect();
+            older.append(&mut lines);
+            lines = older;
+        }
+        let skip = lines.len().saturating_sub(n);
+        Ok(lines.split_off(skip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_rotate_and_the_tail_spans_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::with_limit(dir.path(), 400);
+        for i in 0..40 {
+            log.write(&AuditEntry {
+                node: 1,
+                operation: "state.set".into(),
+                target: format!("k{i}"),
+                result: "ok".into(),
+                ..Default::default()
+            });
+        }
+        assert!(dir.path().join("audit.log.1").exists());
+        assert!(!dir.path().join(format!("audit.log.{}", KEEP + 1)).exists());
+        let tail = log.tail(3).unwrap();
+        assert_eq!(tail.len(), 3);
+        let last: serde_json::Value = serde_json::from_str(&tail[2]).unwrap();
+        assert_eq!(last["target"], "k39");
+        assert_eq!(last["operation"], "state.set");
+        assert!(last["time"].as_str().unwrap().ends_with('Z'));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Who may call: API keys, the role each RPC needs, and the guard every request passes.
+//!
+//! A secret is `aide_<accessor>_<64 hex digits>`; the store keeps the accessor (safe to log) and
+//! the SHA-256 of the whole secret. When keys are enabled (a replicated flag, so every node
+//! agrees) every RPC needs `authorization: Bearer <secret>` with a live key whose role covers the
+//! call and whose projects hold the request's project. Node-to-node calls (Raft, forwarded writes,
+//! read index) carry no key: with TLS they need a peer certificate signed by the cluster CA.
+//!
+//! The first admin key cannot come over the network alone: `aide auth enable` must present the
+//! bootstrap token each node writes into its data directory (readable by the owner only).
+
+use crate::apply::auth as keys;
+use crate::audit::{AuditEntry, AuditLog};
+use crate::grpc::meta::{DEFAULT_PROJECT, PROJECT};
+use crate::model::{ApiKey, Role};
+use crate::storage::Store;
+use sha2::Digest;
+use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::codegen::{http, BoxFuture, Service};
+use tonic::Status;
+
+/// The file in a data directory holding the node's bootstrap token.
+pub const BOOTSTRAP_FILE: &str = "bootstrap.token";
+
+/// Who made a request, as the guard found it.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The key's accessor id; empty when keys are not enabled.
+    pub accessor: String,
+    /// The key, when keys are enabled.
+    pub key: Option<ApiKey>,
+}
+
+/// A new secret for a key named `accessor`, and its hash.
+pub fn new_secret(accessor: &str) -> (String, String) {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random numbers");
+    let secret = format!("aide_{accessor}_{}", hex(&bytes));
+    let hash = hash(&secret);
+    (secret, hash)
+}
+
+/// The stored form of a secret.
+pub fn hash(secret: &str) -> String {
+    hex(&sha2::Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The accessor a secret names, if it has the shape of one.
+fn accessor_of(secret: &str) -> Option<&str> {
+    let rest = secret.strip_prefix("aide_")?;
+    let (accessor, tail) = rest.split_once('_')?;
+    (tail.len() == 64 && !accessor.is_empty()).then_some(accessor)
+}
+
+/// Equal strings, compared in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The node's bootstrap token, created (owner-readable only) on first use.
+pub fn bootstrap_token(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(BOOTSTRAP_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 24];
+            getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+            let token = hex(&bytes);
+            crate::config::write_private(&path, token.as_bytes())?;
+            Ok(token)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a bootstrap token against the node's own.
+pub fn bootstrap_matches(dir: &Path, token: &str) -> bool {
+    bootstrap_token(dir).is_ok_and(|t| same(&t, token.trim()))
+}
+
+/// What an RPC needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A key with this role (and the request's project, for data calls).
+    Role(Role, bool),
+    /// Another node: a peer certificate when TLS is on.
+    Node,
+    /// Nothing: `AuthService/Enable` checks its bootstrap token itself.
+    Bootstrap,
+}
+
+/// What the RPC at `path` (`/package.Service/Method`) needs.
+pub fn need(path: &str) -> Need {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    let service = service.rsplit('.').next().unwrap_or("");
+    match (service, method) {
+        ("RaftService", _) | ("ClusterService", "Forward" | "ReadIndex") => Need::Node,
+        ("AuthService", "Enable") => Need::Bootstrap,
+        ("AuthService", _)
+        | ("ClusterService", "Init" | "Join" | "Leave" | "Remove" | "SetIsolation") => {
+            Need::Role(Role::Admin, false)
+        }
+        ("ClusterService", _) | ("HealthService", _) => Need::Role(Role::Read, false),
+        ("SwarmService", _) => Need::Role(Role::Read, true),
+        (_, m) if is_read(m) => Need::Role(Role::Read, true),
+        _ => Need::Role(Role::Write, true),
+    }
+}
+
+fn is_read(method: &str) -> bool {
+    matches!(method, "Get" | "List" | "Search" | "History" | "Check")
+}
+
+/// Decides whether a request may go on: the caller, or why not. With TLS, a join also needs
+/// a certificate signed by the cluster CA (the new node's own, or the operator's).
+pub fn admit(
+    store: &Store,
+    tls: bool,
+    path: &str,
+    headers: &http::HeaderMap,
+    has_peer_cert: bool,
+) -> Result<Caller, Status> {
+    if tls && !has_peer_cert && operation(path) == "ClusterService/Join" {
+        return Err(Status::unauthenticated(
+            "joining a TLS cluster needs a certificate signed by the cluster CA \
+             (--tls-cert and --tls-key)",
+        ));
+    }
+    match need(path) {
+        Need::Node if tls && !has_peer_cert => Err(Status::unauthenticated(
+            "node-to-node calls need a certificate signed by the cluster CA",
+        )),
+        Need::Node | Need::Bootstrap => Ok(Caller::default()),
+        Need::Role(role, per_project) => {
+            let enabled = keys::enabled(&store.state)
+                .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?;
+            if !enabled {
+                return Ok(Caller::default());
+            }
+            let secret = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| {
+                    Status::unauthenticated(
+                        "this cluster requires an API key: pass --api-key, set AIDE_API_KEY, \
+                         or put api_key in the config file",
+                    )
+                })?;
+            let accessor = accessor_of(secret.trim())
+                .ok_or_else(|| Status::unauthenticated("the API key is not an aide key"))?;
+            let key = keys::key(&store.state, accessor)
+                .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?
+                .filter(|k| same(&k.hash, &hash(secret.trim())))
+                .ok_or_else(|| Status::unauthenticated("the API key is not known"))?;
+            let caller = Caller {
+                accessor: key.accessor.clone(),
+                key: Some(key.clone()),
+            };
+            if key.revoked_at.is_some() {
+                return Err(Status::unauthenticated(format!(
+                    "API key {} has been revoked",
+                    key.accessor
+                )));
+            }
+            if key.role < role {
+                return Err(Status::permission_denied(format!(
+                    "API key {} has the {} role; this call needs {}",
+                    key.accessor,
+                    key.role.as_str(),
+                    role.as_str()
+                )));
+            }
+            if per_project {
+                let project = project_of(headers);
+                if !key.allows(&project) {
+                    return Err(Status::permission_denied(format!(
+                        "API key {} may not use project {project:?}",
+                        key.accessor
+                    )));
+                }
+            }
+            Ok(caller)
+        }
+    }
+}
+
+fn project_of(headers: &http::HeaderMap) -> String {
+    match headers.get(PROJECT).and_then(|v| v.to_str().ok()) {
+        None | Some("") => DEFAULT_PROJECT.to_string(),
+        Some(p) => p.to_string(),
+    }
+}
+
+/// The accessor of the secret in `headers`, for the audit line of a refused request.
+fn claimed_accessor(headers: &http::HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|s| accessor_of(s.trim()))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The guard in front of every service.
+#[derive(Clone)]
+pub struct GuardLayer {
+    pub store: Store,
+    pub audit: Arc<AuditLog>,
+    pub node_id: u64,
+    pub tls: bool,
+}
+
+impl<S> tower_layer::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// [`GuardLayer`] around one service.
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S, B> Service<http::Request<B>> for Guard<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let peer_cert = crate::tls::has_peer_cert(req.extensions());
+        let g = &self.layer;
+        match admit(&g.store, g.tls, &path, req.headers(), peer_cert) {
+            Ok(caller) => {
+                let admin = matches!(need(&path), Need::Role(Role::Admin, _) | Need::Bootstrap);
+                let audit = admin.then(|| (g.audit.clone(), g.node_id, caller.accessor.clone()));
+                req.extensions_mut().insert(caller);
+                let fut = self.inner.call(req);
+                Box::pin(async move {
+                    let resp = fut.await?;
+                    // Membership and key changes are audited here, with their outcome.
+                    if let Some((log, node, accessor)) = audit {
+                        if !path.ends_with("/ListKeys") && !path.ends_with("/AuditTail") {
+                            log.write(&AuditEntry {
+                                node,
+                                accessor,
+                                project: String::new(),
+                                operation: operation(&path),
+                                target: String::new(),
+                                result: outcome(&resp),
+                            });
+                        }
+                    }
+                    Ok(resp)
+                })
+            }
+            Err(status) => {
+                g.audit.write(&AuditEntry {
+                    node: g.node_id,
+                    accessor: claimed_accessor(req.headers()),
+                    project: project_of(req.headers()),
+                    operation: operation(&path),
+                    target: String::new(),
+                    result: format!("denied: {}", status.message()),
+                });
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+/// `Service/Method` of a gRPC path.
+pub fn operation(path: &str) -> String {
+    let p = path.trim_start_matches('/');
+    match p.split_once('/') {
+        Some((service, method)) => {
+            format!("{}/{method}", service.rsplit('.').next().unwrap_or(service))
+        }
+        None => p.to_string(),
+    }
+}
+
+/// "ok", or the gRPC error a response carries in its headers.
+fn outcome(resp: &http::Response<tonic::body::Body>) -> String {
+    match resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+    {
+        None | Some("0") => "ok".to_string(),
+        Some(code) => {
+            let message = resp
+                .headers()
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("error {code}: {message}")
+        }
+    }
+}

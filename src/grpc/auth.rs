@@ -1,0 +1,208 @@
+//! AuthService: turning API keys on, creating, listing and revoking them, and reading the audit
+//! log. The guard in front of every service ([`crate::auth`]) has already checked the caller.
+
+use super::pb::auth::{self as pb, auth_service_server::AuthService};
+use crate::apply::auth as keys;
+use crate::auth::{bootstrap_matches, new_secret, Caller};
+use crate::command::{Command, CommandResult};
+use crate::grpc::meta::DEFAULT_PROJECT;
+use crate::model::{ApiKey, Role, ALL_PROJECTS};
+use crate::node::{Node, ReadOptions, WriteMeta};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The handlers.
+pub struct Auth {
+    pub node: Arc<Node>,
+}
+
+fn key_info(k: &ApiKey) -> pb::Key {
+    pb::Key {
+        accessor: k.accessor.clone(),
+        role: k.role.as_str().to_string(),
+        projects: k.projects.clone(),
+        description: k.description.clone(),
+        created_at_unix: k.created_at / 1_000_000_000,
+        revoked_at_unix: k.revoked_at.map_or(0, |t| t / 1_000_000_000),
+    }
+}
+
+impl Auth {
+    /// Proposes a key command; a fresh key's secret goes back to the caller only.
+    async fn propose(&self, command: impl FnOnce(i64) -> Command) -> Result<ApiKey, Status> {
+        let meta = WriteMeta {
+            project: DEFAULT_PROJECT.to_string(),
+            request_id: String::new(),
+        };
+        let (result, _) = self
+            .node
+            .write(&meta, |t| Ok(command(t.now)))
+            .await
+            .map_err(Status::from)?;
+        match result {
+            CommandResult::Key(k) => Ok(k),
+            r => Err(super::unexpected(r)),
+        }
+    }
+
+    /// A new key with `role` on `projects`, and its secret.
+    async fn create(
+        &self,
+        role: Role,
+        projects: Vec<String>,
+        description: String,
+        enable: bool,
+    ) -> Result<Response<pb::KeyCreated>, Status> {
+        let accessor = ulid::Ulid::new().to_string();
+        let (secret, hash) = new_secret(&accessor);
+        let key = self
+            .propose(|now| {
+                let key = ApiKey {
+                    accessor,
+                    hash,
+                    role,
+                    projects,
+                    description,
+                    created_at: now,
+                    revoked_at: None,
+                };
+                if enable {
+                    Command::AuthEnable(key)
+                } else {
+                    Command::AuthKeyCreate(key)
+                }
+            })
+            .await?;
+        Ok(Response::new(pb::KeyCreated {
+            key: Some(key_info(&key)),
+            secret,
+        }))
+    }
+
+    fn enabled(&self) -> Result<bool, Status> {
+        keys::enabled(&self.node.store.state)
+            .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Auth {
+    async fn enable(
+        &self,
+        req: Request<pb::EnableRequest>,
+    ) -> Result<Response<pb::KeyCreated>, Status> {
+        let r = req.into_inner();
+        if !bootstrap_matches(self.node.store.dir(), &r.bootstrap_token) {
+            return Err(Status::permission_denied(format!(
+                "the bootstrap token is not this node's: use the content of {} in the data \
+                 directory of the node you are talking to",
+                crate::auth::BOOTSTRAP_FILE
+            )));
+        }
+        if self.enabled()? {
+            return Err(Status::failed_precondition(
+                "API keys are already enabled; create keys with an admin key",
+            ));
+        }
+        let description = if r.description.is_empty() {
+            "first admin key".to_string()
+        } else {
+            r.description
+        };
+        self.create(
+            Role::Admin,
+            vec![ALL_PROJECTS.to_string()],
+            description,
+            true,
+        )
+        .await
+    }
+
+    async fn create_key(
+        &self,
+        req: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::KeyCreated>, Status> {
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
+        let r = req.into_inner();
+        if !self.enabled()? {
+            return Err(Status::failed_precondition(
+                "API keys are not enabled yet: run `aide auth enable` first",
+            ));
+        }
+        let role = Role::parse(&r.role).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "role {:?} is not one of read, write, admin",
+                r.role
+            ))
+        })?;
+        if r.projects.is_empty() {
+            return Err(Status::invalid_argument(
+                "a key needs at least one project (--project P, or '*' for every project)",
+            ));
+        }
+        for p in &r.projects {
+            if p != ALL_PROJECTS {
+                crate::command::validate::project(p)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            }
+        }
+        crate::command::validate::text("description", &r.description)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(k) = &caller.key {
+            if !k.covers(&r.projects) {
+                return Err(Status::permission_denied(format!(
+                    "API key {} may not grant projects it does not hold",
+                    k.accessor
+                )));
+            }
+        }
+        self.create(role, r.projects, r.description, false).await
+    }
+
+    async fn list_keys(
+        &self,
+        _req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.node.read_barrier(ReadOptions::default()).await?;
+        let keys = keys::list(&self.node.store.state)
+            .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.iter().map(key_info).collect(),
+        }))
+    }
+
+    async fn revoke_key(
+        &self,
+        req: Request<pb::RevokeKeyRequest>,
+    ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
+        let accessor = req.into_inner().accessor;
+        crate::command::validate::required_name("accessor", &accessor)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = self
+            .propose(|_| Command::AuthKeyRevoke { accessor })
+            .await?;
+        Ok(Response::new(pb::RevokeKeyResponse {
+            key: Some(key_info(&key)),
+        }))
+    }
+
+    async fn audit_tail(
+        &self,
+        req: Request<pb::AuditTailRequest>,
+    ) -> Result<Response<pb::AuditTailResponse>, Status> {
+        let n = match req.into_inner().lines {
+            0 => 50,
+            n => n.min(10_000) as usize,
+        };
+        let lines = self
+            .node
+            .audit
+            .tail(n)
+            .map_err(|e| Status::unavailable(format!("cannot read the audit log: {e}")))?;
+        Ok(Response::new(pb::AuditTailResponse { lines }))
+    }
+}

@@ -1,0 +1,323 @@
+//! API keys, per-project access and the audit log, on real nodes over gRPC: no key is
+//! UNAUTHENTICATED, a key on another project or a read key writing is PERMISSION_DENIED, a revoked
+//! key stops working on every node, each refusal leaves an audit line, and no secret shows up in
+//! logs, audit lines or JSON output. (TLS is in tests/tls.rs: it sets this process's client TLS.)
+
+mod common;
+
+use aide::client::{Client, ClientConfig, ClientError, ReadMode};
+use aide::grpc::pb::aidememory::*;
+use aide::grpc::pb::auth::*;
+use common::cluster::Cluster;
+use common::{cli, NodeProc};
+use std::time::Duration;
+use tonic::Code;
+
+fn keyed(endpoints: &[String], project: &str, key: Option<&str>, mode: ReadMode) -> Client {
+    Client::new(ClientConfig {
+        endpoints: endpoints.to_vec(),
+        project: Some(project.to_string()),
+        read_mode: mode,
+        min_index: None,
+        timeout: Duration::from_secs(10),
+        api_key: key.map(String::from),
+    })
+    .unwrap()
+}
+
+fn bootstrap(node: &NodeProc) -> String {
+    std::fs::read_to_string(node.dir.join("bootstrap.token")).unwrap()
+}
+
+async fn get(c: &Client) -> Result<StateGetResponse, ClientError> {
+    c.state_get(StateGetRequest {
+        key: "k".into(),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn set(c: &Client, v: &str) -> Result<StateSetResponse, ClientError> {
+    c.state_set(StateSetRequest {
+        key: "k".into(),
+        value: v.into(),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let addr = [node.addr.clone()];
+    let open = keyed(&addr, "alpha", None, ReadMode::Linearizable);
+    set(&open, "before keys").await.unwrap();
+
+    // Enabling needs the node's bootstrap token.
+    let err = open
+        .auth_enable(EnableRequest {
+            bootstrap_token: "guessed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::PermissionDenied, "{}", err.message);
+    let admin = open
+        .auth_enable(EnableRequest {
+            bootstrap_token: bootstrap(&node),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let admin_secret = admin.secret.clone();
+    assert!(admin_secret.starts_with("aide_"));
+    let again = open
+        .auth_enable(EnableRequest {
+            bootstrap_token: bootstrap(&node),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code,
+        Code::FailedPrecondition,
+        "keys are enabled once"
+    );
+
+    // No key: UNAUTHENTICATED, for reads, writes and admin calls alike.
+    assert_eq!(get(&open).await.unwrap_err().code, Code::Unauthenticated);
+    assert_eq!(
+        set(&open, "x").await.unwrap_err().code,
+        Code::Unauthenticated
+    );
+    let bogus = keyed(
+        &addr,
+        "alpha",
+        Some("aide_nothing_here"),
+        ReadMode::Linearizable,
+    );
+    assert_eq!(get(&bogus).await.unwrap_err().code, Code::Unauthenticated);
+
+    let root = keyed(&addr, "alpha", Some(&admin_secret), ReadMode::Linearizable);
+    assert_eq!(
+        get(&root).await.unwrap().state.unwrap().value,
+        "before keys"
+    );
+    let make = |project: &str, role: &str| CreateKeyRequest {
+        projects: vec![project.to_string()],
+        role: role.to_string(),
+        description: String::new(),
+    };
+    let writer = root.auth_create_key(make("alpha", "write")).await.unwrap();
+    let reader = root.auth_create_key(make("alpha", "read")).await.unwrap();
+
+    // A key for alpha on beta: PERMISSION_DENIED; on alpha it works.
+    let w_alpha = keyed(&addr, "alpha", Some(&writer.secret), ReadMode::Linearizable);
+    let w_beta = keyed(&addr, "beta", Some(&writer.secret), ReadMode::Linearizable);
+    set(&w_alpha, "by the writer").await.unwrap();
+    let denied = get(&w_beta).await.unwrap_err();
+    assert_eq!(denied.code, Code::PermissionDenied);
+    assert!(denied.message.contains("beta"), "{}", denied.message);
+    assert_eq!(
+        set(&w_beta, "x").await.unwrap_err().code,
+        Code::PermissionDenied
+    );
+    // A read key reads, and cannot write; a write key cannot manage keys or membership.
+    let r_alpha = keyed(&addr, "alpha", Some(&reader.secret), ReadMode::Linearizable);
+    assert_eq!(
+        get(&r_alpha).await.unwrap().state.unwrap().value,
+        "by the writer"
+    );
+    let no_write = set(&r_alpha, "x").await.unwrap_err();
+    assert_eq!(no_write.code, Code::PermissionDenied);
+    assert!(
+        no_write.message.contains("read role"),
+        "{}",
+        no_write.message
+    );
+    let no_admin = w_alpha
+        .auth_create_key(make("alpha", "admin"))
+        .await
+        .unwrap_err();
+    assert_eq!(no_admin.code, Code::PermissionDenied);
+    let no_remove = w_alpha
+        .cluster_remove(aide::grpc::pb::cluster::RemoveRequest { node_id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(no_remove.code, Code::PermissionDenied);
+    // An admin of alpha alone cannot hand out beta.
+    let alpha_admin = root.auth_create_key(make("alpha", "admin")).await.unwrap();
+    let aa = keyed(
+        &addr,
+        "alpha",
+        Some(&alpha_admin.secret),
+        ReadMode::Linearizable,
+    );
+    let widen = aa.auth_create_key(make("beta", "read")).await.unwrap_err();
+    assert_eq!(widen.code, Code::PermissionDenied);
+
+    // The audit log has the writes and every refusal, by accessor, never by secret.
+    let lines = root
+        .audit_tail(AuditTailRequest { lines: 200 })
+        .await
+        .unwrap()
+        .lines;
+    let text = lines.join("\n");
+    for secret in [&admin_secret, &writer.secret, &reader.secret] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret is in the audit log"
+        );
+    }
+    let has = |f: &dyn Fn(&serde_json::Value) -> bool| {
+        lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .any(|v| f(&v))
+    };
+    let w_acc = writer.key.as_ref().unwrap().accessor.clone();
+    let r_acc = reader.key.as_ref().unwrap().accessor.clone();
+    assert!(has(&|v| v["operation"] == "state.set"
+        && v["accessor"] == w_acc.as_str()
+        && v["target"] == "k"
+        && v["result"] == "ok"));
+    assert!(has(&|v| v["accessor"] == r_acc.as_str()
+        && v["operation"] == "StateService/Set"
+        && v["result"].as_str().unwrap().starts_with("denied")));
+    assert!(has(&|v| v["accessor"] == w_acc.as_str()
+        && v["project"] == "beta"
+        && v["result"].as_str().unwrap().starts_with("denied")));
+    assert!(has(&|v| v["operation"] == "StateService/Get"
+        && v["accessor"] == ""
+        && v["result"]
+            .as_str()
+            .unwrap()
+            .contains("requires an API key")));
+    assert!(has(
+        &|v| v["operation"] == "AuthService/CreateKey" && v["result"] == "ok"
+    ));
+    assert!(has(&|v| v["operation"] == "ClusterService/Remove"
+        && v["result"].as_str().unwrap().starts_with("denied")));
+
+    // No secret in the node's log or the CLI's JSON; the files are the owner's alone.
+    let log = node.log_text();
+    for secret in [&admin_secret, &writer.secret, &reader.secret] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret is in the node's log"
+        );
+    }
+    let out = cli(
+        &node.addr,
+        &[
+            "auth",
+            "key",
+            "list",
+            "--format=json",
+            "--api-key",
+            &admin_secret,
+        ],
+    );
+    let keys = out.json();
+    assert_eq!(keys.as_array().unwrap().len(), 4);
+    assert!(!out.stdout.contains("aide_"), "{}", out.stdout);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&node.dir), 0o700);
+    assert_eq!(mode(&node.dir.join("audit.log")), 0o600);
+    assert_eq!(mode(&node.dir.join("bootstrap.token")), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_working_on_every_node() {
+    let cluster = Cluster::start(3, &[]).await;
+    let first = &cluster.nodes[0];
+    let open = keyed(&cluster.addrs(), "p", None, ReadMode::Linearizable);
+    let admin = open
+        .auth_enable(EnableRequest {
+            bootstrap_token: std::fs::read_to_string(first.dir.join("bootstrap.token")).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let root = keyed(
+        &cluster.addrs(),
+        "p",
+        Some(&admin.secret),
+        ReadMode::Linearizable,
+    );
+    let key = root
+        .auth_create_key(CreateKeyRequest {
+            projects: vec!["p".into()],
+            role: "write".into(),
+            description: "to revoke".into(),
+        })
+        .await
+        .unwrap();
+    // Every node knows the key (checked at each, reading its own replica).
+    let applied = set(
+        &keyed(
+            &cluster.addrs(),
+            "p",
+            Some(&key.secret),
+            ReadMode::Linearizable,
+        ),
+        "v",
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied.state.unwrap().value, "v");
+    for i in 0..3 {
+        let c = keyed(
+            &[cluster.nodes[i].addr.clone()],
+            "p",
+            Some(&key.secret),
+            ReadMode::Linearizable,
+        );
+        assert_eq!(get(&c).await.unwrap().state.unwrap().value, "v", "node {i}");
+    }
+    root.auth_revoke_key(RevokeKeyRequest {
+        accessor: key.key.unwrap().accessor,
+    })
+    .await
+    .unwrap();
+    for i in 0..3 {
+        // Each node refuses the key once it has applied the revocation (it may lag a moment).
+        let c = keyed(
+            &[cluster.nodes[i].addr.clone()],
+            "p",
+            Some(&key.secret),
+            ReadMode::Stale,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match get(&c).await {
+                Err(e) => break e,
+                Ok(_) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "node {i} still accepts the key"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(err.code, Code::Unauthenticated, "node {i}: {}", err.message);
+        assert!(err.message.contains("revoked"), "{}", err.message);
+        let audit = keyed(
+            &[cluster.nodes[i].addr.clone()],
+            "p",
+            Some(&admin.secret),
+            ReadMode::Stale,
+        )
+        .audit_tail(AuditTailRequest { lines: 20 })
+        .await
+        .unwrap()
+        .lines;
+        assert!(
+            audit.iter().any(|l| l.contains("has been revoked")),
+            "node {i} audited the refusal: {audit:?}"
+        );
+    }
+}
