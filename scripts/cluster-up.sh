@@ -3,7 +3,16 @@
 # in cluster/, data under .aide/cluster/ (or $AIDE_CLUSTER_DIR). Nodes are started by PID and
 # their PIDs kept in the data directory; scripts/cluster-down.sh stops exactly those.
 # Running it again on an existing cluster directory restarts the same members with their data.
+# --tls: TLS for clients and mutual TLS between the nodes, with development certificates made by
+# `aide cert` in <cluster dir>/certs (kept across runs); clients then need --tls-ca.
 set -euo pipefail
+tls=0
+for arg in "$@"; do
+  case "$arg" in
+    --tls) tls=1 ;;
+    *) echo "unknown argument $arg; usage: $0 [--tls]" >&2; exit 2 ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${AIDE_CLUSTER_DIR:-$root/.aide/cluster}
 aide=${AIDE_BIN:-$root/target/release/aide}
@@ -12,6 +21,15 @@ if [ ! -x "$aide" ]; then
   (cd "$root" && cargo build --release --quiet)
 fi
 mkdir -p "$dir"
+certs="$dir/certs"
+client_tls=()
+if [ "$tls" = 1 ]; then
+  if [ ! -f "$certs/ca.pem" ]; then
+    "$aide" cert ca --dir "$certs" >/dev/null
+    for id in 1 2 3; do "$aide" cert issue "node$id" --dir "$certs" >/dev/null; done
+  fi
+  client_tls=(--tls-ca "$certs/ca.pem")
+fi
 # Whether PID runs (a zombie left by a parent that does not reap is not running).
 alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; }
 
@@ -23,7 +41,11 @@ start_node() {
     return
   fi
   : >"$dir/node$id.out"
-  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" \
+  local node_tls=()
+  if [ "$tls" = 1 ]; then
+    node_tls=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/node$id.pem" --tls-key "$certs/node$id.key")
+  fi
+  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" "${node_tls[@]}" \
     >"$dir/node$id.out" 2>>"$dir/node$id.log" &
   echo $! >"$pidfile"
   # Wait (bounded) for the node to say it serves.
@@ -50,14 +72,15 @@ start_node 3
 remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
 # Wait (bounded) until all three are voters.
 for _ in $(seq 1 100); do
-  if [ "$("$aide" --remote "$remote" cluster members 2>/dev/null | grep -c voter)" = 3 ]; then
-    "$aide" --remote "$remote" cluster status
+  if [ "$("$aide" --remote "$remote" "${client_tls[@]}" cluster members 2>/dev/null | grep -c voter)" = 3 ]; then
+    "$aide" --remote "$remote" "${client_tls[@]}" cluster status
     echo
     echo "export AIDE_REMOTE=$remote"
+    if [ "$tls" = 1 ]; then echo "export AIDE_TLS_CA=$certs/ca.pem"; fi
     exit 0
   fi
   sleep 0.1
 done
 echo "the cluster did not form within 10 s" >&2
-"$aide" --remote "$remote" cluster status >&2 || true
+"$aide" --remote "$remote" "${client_tls[@]}" cluster status >&2 || true
 exit 1

@@ -339,12 +339,24 @@ async fn join(target: &str, asked: NodeId, advertise: &str) -> Result<NodeId, St
                         | tonic::Code::FailedPrecondition
                         | tonic::Code::NotFound
                         | tonic::Code::AlreadyExists
-                ) && std::time::Instant::now() < deadline =>
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) && !is_certificate_error(&s)
+                    && std::time::Instant::now() < deadline =>
             {
                 tracing::info!(through = target, error = %s.message(), "joining: trying again");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(s) => return Err(err(s.message().to_string())),
+            Err(s) => {
+                let mut why = s.message().to_string();
+                if crate::tls::client().is_some() {
+                    why.push_str(
+                        " (with TLS: the member refuses a certificate its CA did not sign; \
+                         check --tls-cert and --tls-ca)",
+                    );
+                }
+                return Err(err(why));
+            }
         }
     };
     let id = resp.into_inner().node_id;
@@ -354,6 +366,17 @@ async fn join(target: &str, asked: NodeId, advertise: &str) -> Result<NodeId, St
         "joined the cluster as a learner"
     );
     Ok(id)
+}
+
+/// Whether a call failed because one side's TLS certificate was refused: trying again cannot help.
+fn is_certificate_error(s: &tonic::Status) -> bool {
+    let mut text = s.to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text.contains("certificate")
 }
 
 impl RunningNode {

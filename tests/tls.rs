@@ -1,0 +1,188 @@
+//! TLS, in a test binary of its own because it sets this process's client TLS: a client without
+//! TLS cannot talk to a TLS node, one trusting the cluster CA can; a node-to-node call without a
+//! certificate signed by the CA is refused (and audited), and so is a join; a node with a valid
+//! certificate joins; certificates replaced on disk are served without a restart.
+
+mod common;
+
+use aide::client::{Client, ClientConfig, ReadMode};
+use aide::grpc::pb::aidememory::*;
+use aide::grpc::pb::raft::{raft_service_client::RaftServiceClient, RaftPayload};
+use aide::tls::{set_client, ClientTls};
+use common::{aide_bin, NodeProc};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn aide(args: &[&str]) {
+    let out = std::process::Command::new(aide_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aide {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn certs(dir: &Path, names: &[&str]) {
+    let d = dir.to_str().unwrap();
+    aide(&["cert", "ca", "--dir", d]);
+    for n in names {
+        aide(&["cert", "issue", n, "--dir", d]);
+    }
+}
+
+fn tls_flags(dir: &Path, name: &str) -> Vec<String> {
+    let f = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    vec![
+        "--tls-ca".into(),
+        f("ca.pem"),
+        "--tls-cert".into(),
+        f(&format!("{name}.pem")),
+        "--tls-key".into(),
+        f(&format!("{name}.key")),
+    ]
+}
+
+fn client(addr: &str) -> Client {
+    Client::new(ClientConfig {
+        endpoints: vec![addr.to_string()],
+        project: Some("tls".into()),
+        read_mode: ReadMode::Linearizable,
+        min_index: None,
+        timeout: Duration::from_secs(3),
+        api_key: None,
+    })
+    .unwrap()
+}
+
+async fn set(c: &Client) -> Result<(), aide::client::ClientError> {
+    c.state_set(StateSetRequest {
+        key: "k".into(),
+        value: "v".into(),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("certs");
+    let rogue = tmp.path().join("rogue");
+    certs(&good, &["n1", "n2", "n2b"]);
+    certs(&rogue, &["r"]);
+    let flags1 = tls_flags(&good, "n1");
+    let f1: Vec<&str> = flags1.iter().map(String::as_str).collect();
+    let n1 = NodeProc::start(&tmp.path().join("n1"), &f1);
+
+    // Plain TCP cannot talk to it.
+    set_client(None);
+    let plain = set(&client(&n1.addr)).await.unwrap_err();
+    assert_ne!(plain.code, Code::Ok);
+    // Trusting the cluster CA, a client without a certificate of its own can.
+    set_client(Some(
+        ClientTls::for_client(&good.join("ca.pem"), None, None).unwrap(),
+    ));
+    let c = client(&n1.addr);
+    set(&c).await.unwrap();
+
+    // Node-to-node calls and joins without a certificate are refused, and audited.
+    let channel = aide::raft::network::channel(&n1.addr).unwrap();
+    let raft_call = RaftServiceClient::new(channel)
+        .vote(RaftPayload { data: vec![1] })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        raft_call.code(),
+        Code::Unauthenticated,
+        "{}",
+        raft_call.message()
+    );
+    let join = c
+        .cluster_join(aide::grpc::pb::cluster::JoinRequest {
+            node_id: 9,
+            address: "127.0.0.1:9".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(join.code, Code::Unauthenticated, "{}", join.message);
+    let audit = std::fs::read_to_string(n1.dir.join("audit.log")).unwrap();
+    assert!(
+        audit.contains("RaftService/Vote") && audit.contains("certificate"),
+        "{audit}"
+    );
+
+    // A node whose certificate another CA signed cannot join; one with a good certificate can.
+    let rflags = tls_flags(&rogue, "r");
+    let mut rf: Vec<&str> = rflags.iter().map(String::as_str).collect();
+    rf[1] = flags1[1].as_str(); // it even trusts the cluster CA; its own certificate is foreign
+    rf.extend(["--join", n1.addr.as_str()]);
+    let out = std::process::Command::new(aide_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("rogue-node"))
+        .args(&rf)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a node with a foreign certificate joined"
+    );
+    let flags2 = tls_flags(&good, "n2");
+    let mut f2: Vec<&str> = flags2.iter().map(String::as_str).collect();
+    f2.extend(["--join", n1.addr.as_str()]);
+    let n2 = NodeProc::start(&tmp.path().join("n2"), &f2);
+    let c2 = Client::new(ClientConfig {
+        endpoints: vec![n2.addr.clone()],
+        project: Some("tls".into()),
+        read_mode: ReadMode::Linearizable,
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    })
+    .unwrap();
+    let got = c2
+        .state_get(StateGetRequest {
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.state.unwrap().value, "v", "replicated over mutual TLS");
+
+    // New certificates from a new CA, written over n2's files: served without a restart.
+    let renewed = tmp.path().join("renewed");
+    certs(&renewed, &["n2"]);
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("n2.pem", "n2.pem"),
+        ("n2.key", "n2.key"),
+    ] {
+        let tmp_file = good.join(format!("{to}.new"));
+        std::fs::copy(renewed.join(from), &tmp_file).unwrap();
+        std::fs::rename(
+            &tmp_file,
+            good.join(if to == "ca.pem" { "ca-n2.pem" } else { to }),
+        )
+        .unwrap();
+    }
+    // n2 was started with the shared ca.pem; point a client at the renewed CA and wait.
+    set_client(Some(
+        ClientTls::for_client(&renewed.join("ca.pem"), None, None).unwrap(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fresh = client(&n2.addr);
+        if fresh.health(HealthCheckRequest {}).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2 never served its new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(n2);
+}
