@@ -152,7 +152,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE))
+            let mode = std::fs::metadata(dir.path().join(format!("{FILE}.1")))
                 .unwrap()
                 .permissions()
                 .mode();

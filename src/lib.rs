@@ -1,7 +1,7 @@
 //! aide: the shared memory of AI coding agents, as a Raft-replicated cluster node.
 //!
 //! Module map — each module owns one thing:
-//! - [`model`] — the domain types (memories, decisions, state, messages, tasks). No I/O.
+//! - [`model`] — the domain types (memories, decisions, state, messages, tasks, API keys). No I/O.
 //! - [`command`] — the `Command` enum for every write, its envelope and result, and validation.
 //! - [`apply`] — the deterministic state machine: one envelope → writes on a storage transaction.
 //! - [`storage`] — sled: data directory, trees, key encodings, typed records, snapshots.
@@ -13,7 +13,11 @@
 //! - [`client`] — the typed client the CLI, benchmarks and tests use to talk to nodes.
 //! - [`bench`] — the closed-loop load generator behind `aide bench`.
 //! - [`mcp`] — `aide mcp`: the MCP server Claude Code talks to.
-//! - [`check`] — the linearizability checker for histories recorded under faults.
+//! - [`check`] — the linearizability and append-only-log checkers for histories under faults.
+//! - [`auth`] — API keys, the role each RPC needs, and the guard in front of every service.
+//! - [`audit`] — the audit log of writes, refusals, membership and key changes.
+//! - [`tls`] — TLS for servers and clients, certificate reloading, development certificates.
+//! - [`fuzz`] — what the fuzz targets in `fuzz/` run (also run on stable by a test).
 //! - [`cli`] — the `aide` command line.
 
 pub mod apply;
