@@ -8,6 +8,7 @@ use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
@@ -132,16 +133,19 @@ impl Reloading {
         }
     }
 
-    /// Accepts connections on `listener`, each with the configuration in force when it came.
+    /// Accepts connections on `listener`, each with the configuration in force when it came; a
+    /// refused handshake (no TLS, a certificate the CA did not sign) is an audit line.
     pub fn incoming(
         self: Arc<Self>,
         listener: TcpListener,
+        audit: Arc<crate::audit::AuditLog>,
+        node: u64,
     ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             while !tx.is_closed() {
-                let tcp = match listener.accept().await {
-                    Ok((tcp, _)) => tcp,
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -151,15 +155,27 @@ impl Reloading {
                 let _ = tcp.set_nodelay(true);
                 let acceptor = TlsAcceptor::from(self.current.load_full());
                 let tx = tx.clone();
+                let audit = audit.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(tls)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
+                    let why =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(tls)) => {
+                                let _ = tx.send(Ok(tls)).await;
+                                return;
+                            }
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => "timed out".to_string(),
+                        };
+                    tracing::debug!(peer = %peer, error = %why, "TLS handshake refused");
+                    audit.write(&crate::audit::AuditEntry {
+                        node,
+                        operation: "tls.handshake".to_string(),
+                        target: peer.to_string(),
+                        result: format!("denied: {why}"),
+                        ..Default::default()
+                    });
                 });
             }
         });
@@ -224,13 +240,22 @@ impl ClientTls {
 }
 
 static CLIENT: RwLock<Option<ClientTls>> = RwLock::new(None);
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Sets what every outgoing connection of this process uses from now on (`None`: plain TCP).
+/// Connections made before see [`generation`] change and are made again.
 pub fn set_client(tls: Option<ClientTls>) {
     if tls.is_some() {
         install_provider();
     }
     *CLIENT.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Changes whenever the client TLS settings do: a cached connection of an older generation
+/// is to be replaced.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::SeqCst)
 }
 
 /// The TLS settings for a new outgoing connection, if any.

@@ -14,12 +14,20 @@ use serde_json::{json, Value};
 type Session = RunningService<RoleClient, ()>;
 
 async fn session(remote: &str, project: &str) -> Session {
+    session_with(remote, project, &[]).await
+}
+
+async fn session_with(remote: &str, project: &str, env: &[(&str, &str)]) -> Session {
     let transport = TokioChildProcess::new(
         tokio::process::Command::new(common::aide_bin()).configure(|c| {
             c.arg("mcp")
                 .env("AIDE_REMOTE", remote)
                 .env("AIDE_PROJECT", project)
-                .env("AIDE_CONFIG", "/nonexistent/aide-test-config.yaml");
+                .env("AIDE_CONFIG", "/nonexistent/aide-test-config.yaml")
+                .env_remove("AIDE_API_KEY");
+            for (k, v) in env {
+                c.env(k, v);
+            }
         }),
     )
     .expect("spawn aide mcp");
@@ -356,4 +364,82 @@ async fn with_no_node_the_server_uses_the_projects_own_store() {
     assert!(found.contains("round half up"), "{found}");
     assert!(repo.join(".aide/data/aide.meta").exists());
     s.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_enabled_the_server_and_the_cli_use_the_configured_key() {
+    use aide::grpc::pb::auth::{CreateKeyRequest, EnableRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let token = std::fs::read_to_string(node.dir.join("bootstrap.token")).unwrap();
+    let admin = node
+        .client("p")
+        .auth_enable(EnableRequest {
+            bootstrap_token: token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let root = aide::client::Client::new(aide::client::ClientConfig {
+        endpoints: vec![node.addr.clone()],
+        api_key: Some(admin.secret.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let key = |role: &str| CreateKeyRequest {
+        projects: vec!["p".into()],
+        role: role.into(),
+        description: String::new(),
+    };
+    let writer = root.auth_create_key(key("write")).await.unwrap().secret;
+    let reader = root.auth_create_key(key("read")).await.unwrap().secret;
+
+    // The MCP server sends AIDE_API_KEY with every call.
+    let s = session_with(&node.addr, "p", &[("AIDE_API_KEY", writer.as_str())]).await;
+    ok(
+        &s,
+        "memory_add",
+        json!({"content": "keys reach the MCP server"}),
+    )
+    .await;
+    assert!(ok(&s, "memory_search", json!({"query": "keys"}))
+        .await
+        .contains("MCP server"));
+    s.cancel().await.unwrap();
+    let s = session(&node.addr, "p").await;
+    let e = tool_error(&s, "memory_list", json!({})).await;
+    assert!(e.contains("API key"), "{e}");
+    s.cancel().await.unwrap();
+    let s = session_with(&node.addr, "p", &[("AIDE_API_KEY", reader.as_str())]).await;
+    let e = tool_error(&s, "memory_add", json!({"content": "no"})).await;
+    assert!(e.contains("read role"), "{e}");
+    s.cancel().await.unwrap();
+
+    // The CLI takes the key from `api_key` in its config file.
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sync:\n  mode: raft\n  peers: [\"{}\"]\nproject: p\napi_key: {writer}\n",
+            node.addr
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::aide_bin())
+        .args(["state", "set", "from", "config"])
+        .env("AIDE_CONFIG", &config)
+        .env_remove("AIDE_REMOTE")
+        .env_remove("AIDE_API_KEY")
+        .env_remove("AIDE_PROJECT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Set state: from = config"
+    );
 }

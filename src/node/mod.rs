@@ -43,8 +43,8 @@ pub struct Node {
     clock: Clock,
     /// Unix seconds when the node started.
     pub started_at: i64,
-    /// Channels to other nodes, by address, for forwarding.
-    peers: Mutex<HashMap<String, Channel>>,
+    /// Channels to other nodes, by address, for forwarding, with the TLS generation they use.
+    peers: Mutex<HashMap<String, (u64, Channel)>>,
     /// Merges concurrent proposals into one Raft entry.
     batcher: batch::Batcher,
     /// Lets concurrent linearizable reads share one read index.
@@ -72,12 +72,15 @@ impl Node {
     /// A (cached) channel to the node at `addr`.
     pub(crate) fn peer(&self, addr: &str) -> Result<Channel, NodeError> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
+        let generation = crate::tls::generation();
+        if let Some((g, c)) = peers.get(addr) {
+            if *g == generation {
+                return Ok(c.clone());
+            }
         }
         let c = crate::raft::network::channel(addr)
             .map_err(|e| NodeError::Unavailable(format!("bad peer address {addr:?}: {e}")))?;
-        peers.insert(addr.to_string(), c.clone());
+        peers.insert(addr.to_string(), (generation, c.clone()));
         Ok(c)
     }
 

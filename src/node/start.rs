@@ -239,7 +239,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let server = match &tls {
         Some(reloading) => {
             background.push(tokio::spawn(reloading.clone().watch()));
-            let incoming = reloading.clone().incoming(listener);
+            let incoming = reloading
+                .clone()
+                .incoming(listener, node.audit.clone(), node.id);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {

@@ -60,6 +60,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             target,
+            addr: node.addr.clone(),
+            generation: crate::tls::generation(),
             client: connect(&node.addr),
             isolation: self.isolation.clone(),
         }
@@ -93,6 +95,9 @@ fn connect(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
 /// The connection to one peer.
 pub struct Peer {
     target: NodeId,
+    addr: String,
+    /// The TLS settings the client was made with: it is made again when they change.
+    generation: u64,
     client: Result<RaftServiceClient<Channel>, String>,
     isolation: Isolation,
 }
@@ -117,6 +122,11 @@ impl Peer {
             return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
                 format!("node {} is cut off by a failpoint", self.target),
             ))));
+        }
+        let generation = crate::tls::generation();
+        if generation != self.generation {
+            self.client = connect(&self.addr);
+            self.generation = generation;
         }
         let client = match &mut self.client {
             Ok(c) => c,
