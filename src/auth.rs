@@ -42,6 +42,27 @@ pub fn new_secret(accessor: &str) -> (String, String) {
     (secret, hash)
 }
 
+/// A new secret for nodes to authenticate their calls to each other with.
+pub fn new_node_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random numbers");
+    hex(&bytes)
+}
+
+/// The metadata key of the node secret on node-to-node calls.
+pub const NODE_AUTH: &str = "x-aide-node-auth";
+
+/// Marks `req` as a call from a node of the cluster (once keys are enabled, the receiving node
+/// checks the cluster's node secret).
+pub fn as_node<T>(store: &Store, req: &mut tonic::Request<T>) {
+    if let Ok(Some(secret)) = keys::node_secret(&store.state) {
+        if let Ok(mut v) = tonic::metadata::MetadataValue::try_from(secret.as_str()) {
+            v.set_sensitive(true);
+            req.metadata_mut().insert(NODE_AUTH, v);
+        }
+    }
+}
+
 /// The stored form of a secret.
 pub fn hash(secret: &str) -> String {
     hex(&sha2::Sha256::digest(secret.as_bytes()))
@@ -139,14 +160,32 @@ pub fn admit(
              (--tls-cert and --tls-key)",
         ));
     }
+    let unreadable = |e: crate::storage::StoreError| {
+        Status::unavailable(format!("cannot read the key store: {e}"))
+    };
+    let enabled = keys::enabled(&store.state).map_err(unreadable)?;
+    // Another node of the cluster, when keys are on: it knows the node secret.
+    let from_node = enabled
+        && match (
+            headers.get(NODE_AUTH).and_then(|v| v.to_str().ok()),
+            keys::node_secret(&store.state).map_err(unreadable)?,
+        ) {
+            (Some(given), Some(secret)) => same(given, &secret),
+            _ => false,
+        };
     match need(path) {
         Need::Node if tls && !has_peer_cert => Err(Status::unauthenticated(
             "node-to-node calls need a certificate signed by the cluster CA",
         )),
+        Need::Node if enabled && !from_node => Err(Status::unauthenticated(
+            "node-to-node calls need the cluster's node secret",
+        )),
         Need::Node | Need::Bootstrap => Ok(Caller::default()),
+        Need::Role(..) if from_node => Ok(Caller {
+            accessor: "node".to_string(),
+            key: None,
+        }),
         Need::Role(role, per_project) => {
-            let enabled = keys::enabled(&store.state)
-                .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?;
             if !enabled {
                 return Ok(Caller::default());
             }

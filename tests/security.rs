@@ -321,3 +321,90 @@ async fn a_revoked_key_stops_working_on_every_node() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_one() {
+    use aide::grpc::pb::cluster::{RemoveRequest, StatusRequest};
+    use aide::grpc::pb::raft::{raft_service_client::RaftServiceClient, RaftPayload};
+    let mut cluster = Cluster::start(3, &[]).await;
+    let open = keyed(&cluster.addrs(), "p", None, ReadMode::Linearizable);
+    let admin = open
+        .auth_enable(EnableRequest {
+            bootstrap_token: bootstrap(&cluster.nodes[0]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let leader_id = keyed(&cluster.addrs(), "p", Some(&admin), ReadMode::Stale)
+        .cluster_members(aide::grpc::pb::cluster::MembersRequest {})
+        .await
+        .unwrap()
+        .leader_id;
+    let follower = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id != leader_id)
+        .unwrap();
+    let at_follower = keyed(
+        &[cluster.nodes[follower].addr.clone()],
+        "p",
+        Some(&admin),
+        ReadMode::Linearizable,
+    );
+    // Writes and linearizable reads at a follower go through the leader, node to node.
+    set(&at_follower, "through the leader").await.unwrap();
+    assert_eq!(
+        get(&at_follower).await.unwrap().state.unwrap().value,
+        "through the leader"
+    );
+    // The follower probes every member for the status.
+    let status = at_follower.cluster_status(StatusRequest {}).await.unwrap();
+    assert!(
+        status.nodes.iter().all(|n| n.reachable),
+        "{:?}",
+        status.nodes
+    );
+
+    // A new node joins with an admin key; without one it is refused.
+    let refused = std::process::Command::new(common::aide_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            &cluster.nodes[0].addr,
+        ])
+        .arg("--data-dir")
+        .arg(cluster.dir(9))
+        .env_remove("AIDE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("API key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let joined = NodeProc::start(
+        &cluster.dir(8),
+        &["--join", &cluster.nodes[0].addr, "--api-key", &admin],
+    );
+    let id = joined.id;
+    cluster.nodes.push(joined);
+    cluster.wait_voters_with(4, &admin).await;
+    // Removing it through a follower is forwarded to the leader.
+    at_follower
+        .cluster_remove(RemoveRequest { node_id: id })
+        .await
+        .unwrap();
+
+    // Something that is not a node of the cluster cannot send Raft messages.
+    let channel = aide::raft::network::channel(&cluster.nodes[0].addr).unwrap();
+    let err = RaftServiceClient::new(channel)
+        .vote(RaftPayload { data: vec![1] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert!(err.message().contains("node secret"), "{}", err.message());
+}

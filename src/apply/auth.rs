@@ -8,6 +8,12 @@ use crate::storage::kv::{KvRead, KvWrite};
 use crate::storage::{records, StoreError};
 
 const ENABLED: &str = "auth_enabled";
+const NODE_SECRET: &str = "node_secret";
+
+/// The secret nodes send each other once keys are enabled.
+pub fn node_secret(r: &dyn KvRead) -> Result<Option<String>, StoreError> {
+    records::get(r, &keys::meta(NODE_SECRET))
+}
 
 /// Whether API keys are required.
 pub fn enabled(r: &dyn KvRead) -> Result<bool, StoreError> {
@@ -27,13 +33,18 @@ pub fn list(r: &dyn KvRead) -> Result<Vec<ApiKey>, StoreError> {
         .collect())
 }
 
-pub(super) fn enable(w: &mut dyn KvWrite, key: &ApiKey) -> Result<CommandResult, StoreError> {
+pub(super) fn enable(
+    w: &mut dyn KvWrite,
+    key: &ApiKey,
+    node_secret: &str,
+) -> Result<CommandResult, StoreError> {
     if enabled(w)? {
         return Ok(CommandResult::Rejected(Rejection::Invalid(
             "API keys are already enabled; create keys with an admin key".to_string(),
         )));
     }
     records::put(w, keys::meta(ENABLED), &true);
+    records::put(w, keys::meta(NODE_SECRET), &node_secret.to_string());
     records::put(w, keys::api_key(&key.accessor), key);
     Ok(CommandResult::Key(key.clone()))
 }

@@ -136,7 +136,7 @@ fn apply_command(
         Command::MessageAck { id, agent } => message::ack(w, ctx, *id, agent),
         Command::MessagePrune => message::prune(w, ctx, Some(ctx.project.to_string())),
         Command::MessageExpireAll => message::prune(w, ctx, None),
-        Command::AuthEnable(key) => auth::enable(w, key),
+        Command::AuthEnable { key, node_secret } => auth::enable(w, key, node_secret),
         Command::AuthKeyCreate(key) => auth::create(w, key),
         Command::AuthKeyRevoke { accessor } => auth::revoke(w, ctx.now, accessor),
         Command::TaskCreate(t) => task::create(w, ctx, t),

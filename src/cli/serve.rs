@@ -101,6 +101,7 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             ..Default::default()
         },
         failpoints: args.failpoints,
+        api_key: g.api_key.clone(),
         tls: match (
             g.tls_cert.clone().or(file.tls_cert),
             g.tls_key.clone().or(file.tls_key),

@@ -78,8 +78,12 @@ pub enum Command {
     },
     /// Delete the expired messages of every project; the leader proposes it on a timer.
     MessageExpireAll,
-    /// Turns API keys on, with the first admin key; refused when they already are.
-    AuthEnable(ApiKey),
+    /// Turns API keys on, with the first admin key and the secret nodes authenticate their calls
+    /// to each other with; refused when keys are already on.
+    AuthEnable {
+        key: ApiKey,
+        node_secret: String,
+    },
     /// Adds an API key.
     AuthKeyCreate(ApiKey),
     /// Revokes an API key.
@@ -107,7 +111,7 @@ impl Command {
             Command::MessageSend(m) => m.to.clone(),
             Command::MessageAck { id, .. } => id.to_string(),
             Command::TaskCreate(t) => t.id.clone(),
-            Command::AuthEnable(k) | Command::AuthKeyCreate(k) => k.accessor.clone(),
+            Command::AuthEnable { key: k, .. } | Command::AuthKeyCreate(k) => k.accessor.clone(),
             Command::AuthKeyRevoke { accessor } => accessor.clone(),
             Command::MemoryClear
             | Command::DecisionClear
@@ -142,7 +146,7 @@ impl Command {
             Command::TaskDelete { .. } => "task.delete",
             Command::TaskClear { .. } => "task.clear",
             Command::MessageExpireAll => "message.expire_all",
-            Command::AuthEnable(_) => "auth.enable",
+            Command::AuthEnable { .. } => "auth.enable",
             Command::AuthKeyCreate(_) => "auth.key_create",
             Command::AuthKeyRevoke { .. } => "auth.key_revoke",
         }

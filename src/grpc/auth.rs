@@ -67,7 +67,10 @@ impl Auth {
                     revoked_at: None,
                 };
                 if enable {
-                    Command::AuthEnable(key)
+                    Command::AuthEnable {
+                        key,
+                        node_secret: crate::auth::new_node_secret(),
+                    }
                 } else {
                     Command::AuthKeyCreate(key)
                 }

@@ -58,10 +58,10 @@ impl Node {
         if let Some(leader) = self.leader_elsewhere()? {
             let resp = self
                 .cluster_client(&leader)?
-                .join(pb::JoinRequest {
+                .join(self.node_request(pb::JoinRequest {
                     node_id: asked,
                     address: addr.to_string(),
-                })
+                }))
                 .await
                 .map_err(|s| {
                     NodeError::Unavailable(format!("the leader at {leader}: {}", s.message()))
@@ -115,7 +115,7 @@ impl Node {
         if let Some(leader) = self.leader_elsewhere()? {
             let r = self
                 .cluster_client(&leader)?
-                .remove(pb::RemoveRequest { node_id: id })
+                .remove(self.node_request(pb::RemoveRequest { node_id: id }))
                 .await
                 .map_err(|s| match s.code() {
                     tonic::Code::FailedPrecondition => {
@@ -170,7 +170,7 @@ impl Node {
 
     /// What node `addr` says of itself.
     pub async fn probe(&self, addr: &str) -> Result<pb::NodeStatus, NodeError> {
-        let mut req = tonic::Request::new(NodeInfoRequest {});
+        let mut req = self.node_request(NodeInfoRequest {});
         req.set_timeout(PROBE_TIMEOUT);
         let resp = tokio::time::timeout(PROBE_TIMEOUT, self.cluster_client(addr)?.node_info(req))
             .await

@@ -84,6 +84,13 @@ impl Node {
         Ok(c)
     }
 
+    /// A request to another node, marked as coming from a node of the cluster.
+    pub(crate) fn node_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        crate::auth::as_node(&self.store, &mut req);
+        req
+    }
+
     /// The current leader's id and address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics();

@@ -128,7 +128,7 @@ impl Node {
         let mut client = ClusterServiceClient::new(channel)
             .max_decoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES);
-        let mut req = tonic::Request::new(ForwardRequest {
+        let mut req = self.node_request(ForwardRequest {
             envelopes: encode(envelopes),
         });
         req.set_timeout(WRITE_TIMEOUT);

@@ -72,7 +72,7 @@ impl Node {
                     }
                 }
                 let mut client = ClusterServiceClient::new(self.peer(&node.addr)?);
-                let mut req = tonic::Request::new(ReadIndexRequest {});
+                let mut req = self.node_request(ReadIndexRequest {});
                 req.set_timeout(READ_WAIT);
                 let resp = client.read_index(req).await.map_err(|s| {
                     NodeError::Unavailable(format!(

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub failpoints: bool,
     /// Serve TLS with these files, and present them to other nodes.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The (admin) API key a new node joining a cluster that requires keys sends.
+    pub api_key: Option<String>,
 }
 
 impl NodeConfig {
@@ -58,6 +60,7 @@ impl NodeConfig {
             timing: RaftTiming::default(),
             failpoints: false,
             tls: None,
+            api_key: None,
         }
     }
 }
@@ -152,7 +155,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         }
         (Some(stored), _) => stored,
         (None, asked) => match &config.join {
-            Some(target) => join(target, asked.unwrap_or(0), &advertise).await?,
+            Some(target) => join(target, asked.unwrap_or(0), &advertise, config.api_key.as_deref()).await?,
             None => asked.unwrap_or(1),
         },
     };
@@ -176,6 +179,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         Arc::new(raft_config),
         Network {
             isolation: isolation.clone(),
+            store: store.clone(),
         },
         LogStore::new(store.clone()),
         StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
@@ -316,7 +320,12 @@ async fn record_durable(node: Arc<Node>) {
 }
 
 /// Asks a member to add a node at `advertise`; returns the node id the cluster gave it.
-async fn join(target: &str, asked: NodeId, advertise: &str) -> Result<NodeId, StartError> {
+async fn join(
+    target: &str,
+    asked: NodeId,
+    advertise: &str,
+    api_key: Option<&str>,
+) -> Result<NodeId, StartError> {
     let err = |why: String| StartError::Join {
         addr: target.to_string(),
         why,
@@ -332,6 +341,13 @@ async fn join(target: &str, asked: NodeId, advertise: &str) -> Result<NodeId, St
             address: advertise.to_string(),
         });
         req.set_timeout(Duration::from_secs(10));
+        if let Some(key) = api_key {
+            let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {}", key.trim())
+                .parse()
+                .map_err(|_| err("the API key cannot be sent as gRPC metadata".to_string()))?;
+            v.set_sensitive(true);
+            req.metadata_mut().insert("authorization", v);
+        }
         match client.join(req).await {
             Ok(resp) => break resp,
             Err(s)

@@ -49,9 +49,11 @@ pub fn isolated_from(isolation: &Isolation, peer: NodeId) -> bool {
 }
 
 /// Makes a connection to each peer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     pub isolation: Isolation,
+    /// The node's store: where the node secret its calls carry is kept.
+    pub store: crate::storage::Store,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -64,6 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             generation: crate::tls::generation(),
             client: connect(&node.addr),
             isolation: self.isolation.clone(),
+            store: self.store.clone(),
         }
     }
 }
@@ -100,6 +103,7 @@ pub struct Peer {
     generation: u64,
     client: Result<RaftServiceClient<Channel>, String>,
     isolation: Isolation,
+    store: crate::storage::Store,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,7 @@ impl Peer {
             }
         };
         let mut request = tonic::Request::new(RaftPayload { data: encode(req) });
+        crate::auth::as_node(&self.store, &mut request);
         request.set_timeout(option.hard_ttl());
         let response = match rpc {
             Rpc::Append => client.append_entries(request).await,

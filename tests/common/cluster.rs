@@ -161,11 +161,26 @@ impl Cluster {
 
     /// Waits until the membership has `n` voters and every one of them reports them.
     pub async fn wait_voters(&mut self, n: usize) {
+        self.wait_voters_as(n, None).await
+    }
+
+    /// [`Cluster::wait_voters`], asking with an API key.
+    pub async fn wait_voters_with(&mut self, n: usize, api_key: &str) {
+        self.wait_voters_as(n, Some(api_key)).await
+    }
+
+    async fn wait_voters_as(&mut self, n: usize, api_key: Option<&str>) {
         let deadline = Instant::now() + SETTLE;
         loop {
             let mut ok = true;
             for addr in self.running_addrs() {
-                let c = client_for(&[addr], "default", ReadMode::Stale);
+                let c = Client::new(aide::client::ClientConfig {
+                    endpoints: vec![addr],
+                    read_mode: ReadMode::Stale,
+                    api_key: api_key.map(String::from),
+                    ..Default::default()
+                })
+                .unwrap();
                 match c.cluster_members(MembersRequest {}).await {
                     Ok(m) => {
                         let voters = m.members.iter().filter(|m| m.role == "voter").count();
