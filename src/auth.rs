@@ -27,10 +27,12 @@ pub const BOOTSTRAP_FILE: &str = "bootstrap.token";
 /// Who made a request, as the guard found it.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
-    /// The key's accessor id; empty when keys are not enabled.
+    /// The key's accessor id; empty when keys are not enabled, `node` for another node.
     pub accessor: String,
     /// The key, when keys are enabled.
     pub key: Option<ApiKey>,
+    /// The call, `Service/Method`.
+    pub operation: String,
 }
 
 /// A new secret for a key named `accessor`, and its hash.
@@ -106,7 +108,8 @@ pub fn bootstrap_token(dir: &Path) -> std::io::Result<String> {
 
 /// Checks a bootstrap token against the node's own.
 pub fn bootstrap_matches(dir: &Path, token: &str) -> bool {
-    bootstrap_token(dir).is_ok_and(|t| same(&t, token.trim()))
+    !token.trim().is_empty()
+        && bootstrap_token(dir).is_ok_and(|t| !t.is_empty() && same(&t, token.trim()))
 }
 
 /// What an RPC needs.
@@ -114,6 +117,8 @@ pub fn bootstrap_matches(dir: &Path, token: &str) -> bool {
 pub enum Need {
     /// A key with this role (and the request's project, for data calls).
     Role(Role, bool),
+    /// An admin key for every project (`*`): membership, the list of keys, the audit log.
+    ClusterAdmin,
     /// Another node: a peer certificate when TLS is on.
     Node,
     /// Nothing: `AuthService/Enable` checks its bootstrap token itself.
@@ -130,9 +135,10 @@ pub fn need(path: &str) -> Need {
     match (service, method) {
         ("RaftService", _) | ("ClusterService", "Forward" | "ReadIndex") => Need::Node,
         ("AuthService", "Enable") => Need::Bootstrap,
+        ("AuthService", "CreateKey" | "RevokeKey") => Need::Role(Role::Admin, false),
         ("AuthService", _)
         | ("ClusterService", "Init" | "Join" | "Leave" | "Remove" | "SetIsolation") => {
-            Need::Role(Role::Admin, false)
+            Need::ClusterAdmin
         }
         ("ClusterService", _) | ("HealthService", _) => Need::Role(Role::Read, false),
         ("SwarmService", _) => Need::Role(Role::Read, true),
@@ -181,14 +187,24 @@ pub fn admit(
             "node-to-node calls need the cluster's node secret",
         )),
         Need::Node | Need::Bootstrap => Ok(Caller::default()),
-        Need::Role(..) if from_node => Ok(Caller {
-            accessor: "node".to_string(),
-            key: None,
-        }),
-        Need::Role(role, per_project) => {
+        // Nodes forward membership changes to the leader and probe each other; they do not
+        // manage keys or touch data through the public services.
+        Need::Role(..) | Need::ClusterAdmin
+            if from_node && operation(path).starts_with("ClusterService/") =>
+        {
+            Ok(Caller {
+                accessor: "node".to_string(),
+                ..Default::default()
+            })
+        }
+        need => {
             if !enabled {
                 return Ok(Caller::default());
             }
+            let (role, per_project) = match need {
+                Need::Role(role, per_project) => (role, per_project),
+                _ => (Role::Admin, false),
+            };
             let secret = headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
@@ -208,6 +224,7 @@ pub fn admit(
             let caller = Caller {
                 accessor: key.accessor.clone(),
                 key: Some(key.clone()),
+                ..Default::default()
             };
             if key.revoked_at.is_some() {
                 return Err(Status::unauthenticated(format!(
@@ -221,6 +238,13 @@ pub fn admit(
                     key.accessor,
                     key.role.as_str(),
                     role.as_str()
+                )));
+            }
+            if need == Need::ClusterAdmin && !key.allows_all() {
+                return Err(Status::permission_denied(format!(
+                    "API key {} is an admin of some projects only; this call needs an admin \
+                     key for every project ('*')",
+                    key.accessor
                 )));
             }
             if per_project {
@@ -300,25 +324,27 @@ where
         let peer_cert = crate::tls::has_peer_cert(req.extensions());
         let g = &self.layer;
         match admit(&g.store, g.tls, &path, req.headers(), peer_cert) {
-            Ok(caller) => {
-                let admin = matches!(need(&path), Need::Role(Role::Admin, _) | Need::Bootstrap);
+            Ok(mut caller) => {
+                // Membership changes are audited here with their outcome; key changes by their
+                // handlers, which know the key.
+                let op = operation(&path);
+                let admin = need(&path) == Need::ClusterAdmin && op.starts_with("ClusterService/");
                 let audit = admin.then(|| (g.audit.clone(), g.node_id, caller.accessor.clone()));
+                caller.operation = op;
                 req.extensions_mut().insert(caller);
                 let fut = self.inner.call(req);
                 Box::pin(async move {
                     let resp = fut.await?;
                     // Membership and key changes are audited here, with their outcome.
                     if let Some((log, node, accessor)) = audit {
-                        if !path.ends_with("/ListKeys") && !path.ends_with("/AuditTail") {
-                            log.write(&AuditEntry {
-                                node,
-                                accessor,
-                                project: String::new(),
-                                operation: operation(&path),
-                                target: String::new(),
-                                result: outcome(&resp),
-                            });
-                        }
+                        log.write(&AuditEntry {
+                            node,
+                            accessor,
+                            project: String::new(),
+                            operation: operation(&path),
+                            target: String::new(),
+                            result: outcome(&resp),
+                        });
                     }
                     Ok(resp)
                 })

@@ -143,8 +143,12 @@ impl Reloading {
     ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (tcp, peer) = match listener.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    _ = tx.closed() => break,
+                    a = listener.accept() => a,
+                };
+                let (tcp, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");

@@ -72,18 +72,16 @@ async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
         .unwrap();
     let admin_secret = admin.secret.clone();
     assert!(admin_secret.starts_with("aide_"));
+    // The token still gives a new admin key (a lost first key does not lock everyone out).
     let again = open
         .auth_enable(EnableRequest {
             bootstrap_token: bootstrap(&node),
             ..Default::default()
         })
         .await
-        .unwrap_err();
-    assert_eq!(
-        again.code,
-        Code::FailedPrecondition,
-        "keys are enabled once"
-    );
+        .unwrap();
+    assert_ne!(again.secret, admin_secret);
+    assert_eq!(again.key.unwrap().role, "admin");
 
     // No key: UNAUTHENTICATED, for reads, writes and admin calls alike.
     assert_eq!(get(&open).await.unwrap_err().code, Code::Unauthenticated);
@@ -156,6 +154,46 @@ async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
     );
     let widen = aa.auth_create_key(make("beta", "read")).await.unwrap_err();
     assert_eq!(widen.code, Code::PermissionDenied);
+    // Nor manage the cluster, see every key or the audit log, or revoke a key for all projects.
+    let root_accessor = admin.key.as_ref().unwrap().accessor.clone();
+    for (what, code) in [
+        (
+            "remove",
+            aa.cluster_remove(aide::grpc::pb::cluster::RemoveRequest { node_id: 1 })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code,
+        ),
+        (
+            "list keys",
+            aa.auth_list_keys(ListKeysRequest {})
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code,
+        ),
+        (
+            "audit",
+            aa.audit_tail(AuditTailRequest { lines: 5 })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code,
+        ),
+        (
+            "revoke root",
+            aa.auth_revoke_key(RevokeKeyRequest {
+                accessor: root_accessor.clone(),
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .code,
+        ),
+    ] {
+        assert_eq!(code, Code::PermissionDenied, "{what}");
+    }
 
     // The audit log has the writes and every refusal, by accessor, never by secret.
     let lines = root
@@ -194,8 +232,11 @@ async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
             .as_str()
             .unwrap()
             .contains("requires an API key")));
+    assert!(has(&|v| v["operation"] == "auth.key_create"
+        && v["target"] == w_acc.as_str()
+        && v["result"] == "ok"));
     assert!(has(
-        &|v| v["operation"] == "AuthService/CreateKey" && v["result"] == "ok"
+        &|v| v["operation"] == "auth.enable" && v["target"] == root_accessor.as_str()
     ));
     assert!(has(&|v| v["operation"] == "ClusterService/Remove"
         && v["result"].as_str().unwrap().starts_with("denied")));
@@ -220,7 +261,7 @@ async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
         ],
     );
     let keys = out.json();
-    assert_eq!(keys.as_array().unwrap().len(), 4);
+    assert_eq!(keys.as_array().unwrap().len(), 5);
     assert!(!out.stdout.contains("aide_"), "{}", out.stdout);
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

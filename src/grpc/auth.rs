@@ -82,6 +82,21 @@ impl Auth {
         }))
     }
 
+    /// An audit line for a key change.
+    fn audit(&self, caller: &Caller, operation: &str, target: &str, result: &Result<(), Status>) {
+        self.node.audit.write(&crate::audit::AuditEntry {
+            node: self.node.id,
+            accessor: caller.accessor.clone(),
+            project: String::new(),
+            operation: operation.to_string(),
+            target: target.to_string(),
+            result: match result {
+                Ok(()) => "ok".to_string(),
+                Err(s) => format!("error: {}", s.message()),
+            },
+        });
+    }
+
     fn enabled(&self) -> Result<bool, Status> {
         keys::enabled(&self.node.store.state)
             .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))
@@ -102,23 +117,35 @@ impl AuthService for Auth {
                 crate::auth::BOOTSTRAP_FILE
             )));
         }
-        if self.enabled()? {
-            return Err(Status::failed_precondition(
-                "API keys are already enabled; create keys with an admin key",
-            ));
-        }
-        let description = if r.description.is_empty() {
-            "first admin key".to_string()
-        } else {
-            r.description
+        // Once keys are on, the token still gives a new admin key: whoever can read a node's
+        // data directory has everything anyway, and a lost first key must not lock everyone out.
+        let again = self.enabled()?;
+        let description = match (r.description.is_empty(), again) {
+            (false, _) => r.description,
+            (true, false) => "first admin key".to_string(),
+            (true, true) => "admin key from the bootstrap token".to_string(),
         };
-        self.create(
-            Role::Admin,
-            vec![ALL_PROJECTS.to_string()],
-            description,
-            true,
-        )
-        .await
+        let created = self
+            .create(
+                Role::Admin,
+                vec![ALL_PROJECTS.to_string()],
+                description,
+                !again,
+            )
+            .await;
+        let target = created
+            .as_ref()
+            .ok()
+            .and_then(|c| c.get_ref().key.as_ref())
+            .map(|k| k.accessor.clone())
+            .unwrap_or_default();
+        let caller = Caller {
+            accessor: "bootstrap".to_string(),
+            ..Default::default()
+        };
+        let result = created.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.audit(&caller, "auth.enable", &target, &result);
+        created
     }
 
     async fn create_key(
@@ -163,7 +190,20 @@ impl AuthService for Auth {
                 )));
             }
         }
-        self.create(role, r.projects, r.description, false).await
+        let created = self.create(role, r.projects, r.description, false).await;
+        let target = created
+            .as_ref()
+            .ok()
+            .and_then(|c| c.get_ref().key.as_ref())
+            .map(|k| k.accessor.clone())
+            .unwrap_or_default();
+        self.audit(
+            &caller,
+            "auth.key_create",
+            &target,
+            &created.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        created
     }
 
     async fn list_keys(
@@ -182,14 +222,35 @@ impl AuthService for Auth {
         &self,
         req: Request<pb::RevokeKeyRequest>,
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
         let accessor = req.into_inner().accessor;
         crate::command::validate::required_name("accessor", &accessor)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let key = self
-            .propose(|_| Command::AuthKeyRevoke { accessor })
-            .await?;
+        // An admin of some projects revokes only keys within them.
+        if let (Some(mine), Ok(Some(target))) =
+            (&caller.key, keys::key(&self.node.store.state, &accessor))
+        {
+            if !mine.covers(&target.projects) {
+                return Err(Status::permission_denied(format!(
+                    "API key {} may not revoke a key for projects it does not hold",
+                    mine.accessor
+                )));
+            }
+        }
+        let target = accessor.clone();
+        let r = self.propose(|_| Command::AuthKeyRevoke { accessor }).await;
+        self.audit(
+            &caller,
+            "auth.key_revoke",
+            &target,
+            &r.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
         Ok(Response::new(pb::RevokeKeyResponse {
-            key: Some(key_info(&key)),
+            key: Some(key_info(&r?)),
         }))
     }
 

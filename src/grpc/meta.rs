@@ -57,11 +57,18 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     // A retry repeats the request exactly; the same id on a different request (another call,
     // project or content) is a new write, not a retry whose first answer would be returned.
+    // The call is named by its gRPC path (the guard records it), else by the message type.
     let request_id = if request_id.is_empty() {
         request_id
     } else {
         let mut h = Fnv::default();
-        h.write(std::any::type_name::<T>().as_bytes());
+        let call = req
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .map(|c| c.operation.clone())
+            .filter(|op| !op.is_empty())
+            .unwrap_or_else(|| std::any::type_name::<T>().to_string());
+        h.write(call.as_bytes());
         h.write(project.as_bytes());
         h.write(&req.get_ref().encode_to_vec());
         format!("{request_id}/{:016x}", h.0)
@@ -98,7 +105,7 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
     })
 }
 
-/// FNV-1a: a hash that every node and every version computes alike.
+/// FNV-1a: a hash that every node computes alike.
 struct Fnv(u64);
 
 impl Default for Fnv {

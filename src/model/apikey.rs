@@ -62,6 +62,11 @@ impl ApiKey {
             .any(|p| p == ALL_PROJECTS || p == project)
     }
 
+    /// Whether the key holds every project (`*`).
+    pub fn allows_all(&self) -> bool {
+        self.projects.iter().any(|p| p == ALL_PROJECTS)
+    }
+
     /// Whether the key may touch every project of `other`.
     pub fn covers(&self, other: &[String]) -> bool {
         self.projects.iter().any(|p| p == ALL_PROJECTS)

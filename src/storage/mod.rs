@@ -33,6 +33,8 @@ pub const RECOVERY: &str = "keep the directory for inspection and move it aside.
 /// Runs `f`, turning a panic inside it into an error with the panic's message, without the
 /// panic being printed.
 fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = HOOK.lock().unwrap_or_else(|p| p.into_inner());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -98,6 +100,8 @@ pub struct Store {
     pub raft_meta: sled::Tree,
     /// Every replicated record and the state machine's own metadata.
     pub state: sled::Tree,
+    /// Serializes writes of the durable mark.
+    mark_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -136,6 +140,7 @@ impl Store {
             raft_log,
             raft_meta,
             state,
+            mark_lock: Default::default(),
         })
     }
 
@@ -178,7 +183,19 @@ impl Store {
         self.flush().await?;
         let path = self.dir.join(DURABLE_MARK);
         let tmp = self.dir.join(format!("{DURABLE_MARK}.tmp"));
+        let lock = self.mark_lock.clone();
+        let current = self.durable_mark()?;
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            // One writer at a time (a shutdown may overlap the periodic one), never lowering it.
+            let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let on_disk = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .or(current)
+                .unwrap_or(0);
+            if applied <= on_disk {
+                return Ok(());
+            }
             let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
             std::io::Write::write_all(&mut f, applied.to_string().as_bytes())
                 .and_then(|_| f.sync_all())
