@@ -168,6 +168,7 @@ fn proposal() -> Proposal {
         now: 1_700_000_000_000_000_000,
         stamp: Stamp { hlc: 7, origin: 1 },
         command,
+        accessor: String::new(),
     };
     Proposal {
         envelopes: vec![

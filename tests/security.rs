@@ -195,6 +195,34 @@ async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
         assert_eq!(code, Code::PermissionDenied, "{what}");
     }
 
+    // A watch stream ends when its key is revoked.
+    let watcher = root.auth_create_key(make("alpha", "read")).await.unwrap();
+    let channel = aide::raft::network::channel(&node.addr).unwrap();
+    let mut req = tonic::Request::new(WatchStateRequest::default());
+    req.metadata_mut()
+        .insert("x-aide-project", "alpha".parse().unwrap());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", watcher.secret).parse().unwrap(),
+    );
+    let mut stream = swarm_service_client::SwarmServiceClient::new(channel)
+        .watch_state(req)
+        .await
+        .unwrap()
+        .into_inner();
+    set(&w_alpha, "seen by the watcher").await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.state.unwrap().value, "seen by the watcher");
+    root.auth_revoke_key(RevokeKeyRequest {
+        accessor: watcher.key.as_ref().unwrap().accessor.clone(),
+    })
+    .await
+    .unwrap();
+    set(&w_alpha, "not for a revoked key").await.unwrap();
+    let ended = stream.message().await.unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{}", ended.message());
+    assert!(ended.message().contains("revoked"), "{}", ended.message());
+
     // The audit log has the writes and every refusal, by accessor, never by secret.
     let lines = root
         .audit_tail(AuditTailRequest { lines: 200 })
@@ -261,7 +289,7 @@ async fn keys_guard_every_call_by_role_and_project_and_leave_audit_lines() {
         ],
     );
     let keys = out.json();
-    assert_eq!(keys.as_array().unwrap().len(), 5);
+    assert_eq!(keys.as_array().unwrap().len(), 6);
     assert!(!out.stdout.contains("aide_"), "{}", out.stdout);
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -17,7 +17,7 @@ mod task;
 use requests::EntryLog;
 pub use requests::{RequestChanges, RequestIndex, DEDUP_WINDOW_NANOS};
 
-use crate::command::{Command, CommandResult, Envelope};
+use crate::command::{Command, CommandResult, Envelope, Rejection};
 use crate::model::{Memory, Message, Stamp, StateEntry, Task, Tombstone, UnixNanos};
 use crate::storage::keys;
 use crate::storage::kv::KvWrite;
@@ -96,6 +96,10 @@ pub fn apply_entry(
                 continue;
             }
         }
+        if let Some(refused) = revoked_key(w, &env.accessor)? {
+            results.push(refused);
+            continue;
+        }
         let mut ctx = Ctx {
             project: &env.project,
             now: env.now,
@@ -110,6 +114,20 @@ pub fn apply_entry(
     }
     log.finish(w);
     Ok(results)
+}
+
+/// A refusal when keys are on and the write's key is unknown or revoked (a follower may admit a
+/// key whose revocation it has not applied yet; this check is where every node agrees).
+fn revoked_key(w: &dyn KvWrite, accessor: &str) -> Result<Option<CommandResult>, StoreError> {
+    if accessor.is_empty() || !auth::enabled(w)? {
+        return Ok(None);
+    }
+    Ok(match auth::key(w, accessor)? {
+        Some(k) if k.revoked_at.is_none() => None,
+        _ => Some(CommandResult::Rejected(Rejection::Unauthorized(format!(
+            "API key {accessor} has been revoked"
+        )))),
+    })
 }
 
 fn apply_command(

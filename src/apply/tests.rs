@@ -42,6 +42,7 @@ impl Harness {
                 origin: 9,
             },
             command,
+            accessor: String::new(),
         }
     }
 
@@ -673,4 +674,55 @@ fn replaying_the_same_envelopes_gives_the_same_bytes() {
         crate::storage::snapshot::copy_tree(&h.tree).unwrap()
     };
     assert_eq!(build(), build());
+}
+
+#[test]
+fn a_write_whose_key_was_revoked_before_it_applies_is_refused() {
+    use crate::model::{ApiKey, Role};
+    let mut h = Harness::new();
+    let key = |accessor: &str| ApiKey {
+        accessor: accessor.to_string(),
+        hash: "h".to_string(),
+        role: Role::Write,
+        projects: vec!["p".to_string()],
+        ..Default::default()
+    };
+    let set = |v: &str| Command::StateSet(state("k", "", v, 1));
+    // Before keys are enabled an accessor means nothing.
+    let mut early = h.envelope("p", set("early"));
+    early.accessor = "K1".into();
+    assert!(matches!(h.batch(&[early]).0[0], CommandResult::State(_)));
+    h.run(
+        "",
+        Command::AuthEnable {
+            key: key("ADMIN"),
+            node_secret: "s".into(),
+        },
+    );
+    h.run("", Command::AuthKeyCreate(key("K1")));
+    let mut live = h.envelope("p", set("live"));
+    live.accessor = "K1".into();
+    let mut revoke = h.envelope(
+        "",
+        Command::AuthKeyRevoke {
+            accessor: "K1".into(),
+        },
+    );
+    revoke.request_id = "revoke".into();
+    let mut late = h.envelope("p", set("late"));
+    late.accessor = "K1".into();
+    let mut stranger = h.envelope("p", set("stranger"));
+    stranger.accessor = "NOPE".into();
+    let (results, _) = h.batch(&[live, revoke, late, stranger]);
+    assert!(matches!(results[0], CommandResult::State(_)));
+    for r in &results[2..] {
+        assert!(
+            matches!(r, CommandResult::Rejected(Rejection::Unauthorized(_))),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        records::state(&h.tree, "p", "k").unwrap().unwrap().value,
+        "live"
+    );
 }

@@ -165,6 +165,9 @@ pub struct Envelope {
     /// The version stamp of the records the command writes.
     pub stamp: Stamp,
     pub command: Command,
+    /// The accessor id of the API key the write came with (empty: none). When keys are on, a
+    /// write whose key has been revoked by the time it applies is refused, on every node alike.
+    pub accessor: String,
 }
 
 /// The outcome of applying one command.
@@ -197,6 +200,9 @@ pub enum Rejection {
     NotFound { kind: String, id: String },
     #[error("{0}")]
     Invalid(String),
+    /// The write's API key was revoked before it applied.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 /// The payload of one Raft log entry: one or more envelopes, applied in order.

@@ -33,6 +33,7 @@ impl Auth {
         let meta = WriteMeta {
             project: DEFAULT_PROJECT.to_string(),
             request_id: String::new(),
+            accessor: String::new(),
         };
         let (result, _) = self
             .node

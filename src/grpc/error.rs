@@ -14,6 +14,7 @@ impl From<NodeError> for Status {
                 Status::not_found(msg)
             }
             NodeError::Rejected(Rejection::Invalid(_)) => Status::invalid_argument(msg),
+            NodeError::Rejected(Rejection::Unauthorized(_)) => Status::unauthenticated(msg),
             NodeError::FailedPrecondition(_) => Status::failed_precondition(msg),
             NodeError::NoLeader | NodeError::Unavailable(_) | NodeError::ShuttingDown => {
                 Status::unavailable(msg)

@@ -73,6 +73,13 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
         h.write(&req.get_ref().encode_to_vec());
         format!("{request_id}/{:016x}", h.0)
     };
+    // "node" is another node forwarding; it is not a key.
+    let accessor = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|c| c.accessor.clone())
+        .filter(|a| a != "node")
+        .unwrap_or_default();
     let consistency = match text(md, CONSISTENCY)? {
         None | Some("") | Some("linearizable") => Consistency::Linearizable,
         Some("stale") => Consistency::Stale,
@@ -92,16 +99,13 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
         write: WriteMeta {
             project,
             request_id,
+            accessor: accessor.clone(),
         },
         read: ReadOptions {
             consistency,
             min_index,
         },
-        accessor: req
-            .extensions()
-            .get::<crate::auth::Caller>()
-            .map(|c| c.accessor.clone())
-            .unwrap_or_default(),
+        accessor,
     })
 }
 

@@ -19,10 +19,31 @@ type Watch<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl Api {
     /// A stream of what `select` picks from the node's changes, until the client goes away or
     /// the node stops.
+    /// The caller's key (`accessor`, empty for none) is checked again before each change is
+    /// sent: a stream ends when its key is revoked, or when keys are enabled after it opened.
     fn watch<T: Send + 'static>(
         &self,
+        accessor: String,
         select: impl Fn(&Effect) -> Option<T> + Send + 'static,
     ) -> Watch<T> {
+        let store = self.node.store.clone();
+        let still_allowed = move || -> Result<(), Status> {
+            let read = |e: crate::storage::StoreError| Status::unavailable(e.to_string());
+            if accessor.is_empty() {
+                if crate::apply::auth::enabled(&store.state).map_err(read)? {
+                    return Err(Status::unauthenticated(
+                        "this cluster now requires an API key; watch again with one",
+                    ));
+                }
+                return Ok(());
+            }
+            match crate::apply::auth::key(&store.state, &accessor).map_err(read)? {
+                Some(k) if k.revoked_at.is_none() => Ok(()),
+                _ => Err(Status::unauthenticated(format!(
+                    "API key {accessor} has been revoked"
+                ))),
+            }
+        };
         let mut changes = self.node.events.subscribe();
         let mut closing = self.node.closing.clone();
         let (tx, rx) = mpsc::channel(256);
@@ -34,6 +55,10 @@ impl Api {
                     change = changes.recv() => match change {
                         Ok(e) => {
                             if let Some(item) = select(&e) {
+                                if let Err(status) = still_allowed() {
+                                    let _ = tx.send(Err(status)).await;
+                                    break;
+                                }
                                 if tx.send(Ok(item)).await.is_err() {
                                     break;
                                 }
@@ -78,17 +103,20 @@ impl SwarmService for Api {
         };
         validate::name("parent_session_id", &r.parent_session_id)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(move |e| match e {
-            Effect::Task { project: p, task }
-                if *p == project
-                    && status.is_none_or(|s| task.status == s)
-                    && (r.parent_session_id.is_empty()
-                        || task.parent_session_id == r.parent_session_id) =>
-            {
-                Some(convert::task(task))
-            }
-            _ => None,
-        })))
+        Ok(Response::new(self.watch(
+            meta.accessor.clone(),
+            move |e| match e {
+                Effect::Task { project: p, task }
+                    if *p == project
+                        && status.is_none_or(|s| task.status == s)
+                        && (r.parent_session_id.is_empty()
+                            || task.parent_session_id == r.parent_session_id) =>
+                {
+                    Some(convert::task(task))
+                }
+                _ => None,
+            },
+        )))
     }
 
     async fn watch_messages(
@@ -101,20 +129,23 @@ impl SwarmService for Api {
         validate::name("parent_session_id", &r.parent_session_id)?;
         validate::name("priority", &r.priority)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(move |e| match e {
-            Effect::Message {
-                project: p,
-                message: m,
-            } if *p == project
-                && m.visible_to(&r.agent_id)
-                && (r.parent_session_id.is_empty()
-                    || m.parent_session_id == r.parent_session_id)
-                && (r.priority.is_empty() || m.priority == r.priority) =>
-            {
-                Some(convert::message(m))
-            }
-            _ => None,
-        })))
+        Ok(Response::new(self.watch(
+            meta.accessor.clone(),
+            move |e| match e {
+                Effect::Message {
+                    project: p,
+                    message: m,
+                } if *p == project
+                    && m.visible_to(&r.agent_id)
+                    && (r.parent_session_id.is_empty()
+                        || m.parent_session_id == r.parent_session_id)
+                    && (r.priority.is_empty() || m.priority == r.priority) =>
+                {
+                    Some(convert::message(m))
+                }
+                _ => None,
+            },
+        )))
     }
 
     async fn watch_state(
@@ -126,22 +157,25 @@ impl SwarmService for Api {
         validate::name("agent_id", &r.agent_id)?;
         validate::name("key_prefix", &r.key_prefix)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(move |e| match e {
-            Effect::State {
-                project: p,
-                state,
-                deleted,
-            } if *p == project
-                && (r.agent_id.is_empty() || state.agent == r.agent_id)
-                && key_matches(&state.key, &state.agent, &r.key_prefix) =>
-            {
-                Some(pb::StateChange {
-                    state: Some(convert::state(state)),
-                    change: if *deleted { "delete" } else { "set" }.to_string(),
-                })
-            }
-            _ => None,
-        })))
+        Ok(Response::new(self.watch(
+            meta.accessor.clone(),
+            move |e| match e {
+                Effect::State {
+                    project: p,
+                    state,
+                    deleted,
+                } if *p == project
+                    && (r.agent_id.is_empty() || state.agent == r.agent_id)
+                    && key_matches(&state.key, &state.agent, &r.key_prefix) =>
+                {
+                    Some(pb::StateChange {
+                        state: Some(convert::state(state)),
+                        change: if *deleted { "delete" } else { "set" }.to_string(),
+                    })
+                }
+                _ => None,
+            },
+        )))
     }
 }
 

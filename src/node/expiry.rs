@@ -35,6 +35,7 @@ pub async fn run(node: Arc<Node>) {
         let meta = WriteMeta {
             project: String::new(),
             request_id: String::new(),
+            accessor: String::new(),
         };
         if let Err(e) = node.write(&meta, |_| Ok(Command::MessageExpireAll)).await {
             tracing::warn!(error = %e, "proposing message expiry failed");

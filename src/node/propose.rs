@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a write comes from: its project and request id.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteMeta {
     pub project: String,
     /// Empty: generated here (the write is then not recognised if the client retries it).
     pub request_id: String,
+    /// The caller's API key accessor id (empty: none).
+    pub accessor: String,
 }
 
 impl Node {
@@ -44,6 +46,7 @@ impl Node {
             now: tick.now,
             stamp: tick.stamp,
             command,
+            accessor: meta.accessor.clone(),
         };
         let (mut results, index) = self.propose(vec![env]).await?;
         match results.pop() {
