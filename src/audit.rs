@@ -1,6 +1,8 @@
 //! The audit log: one JSON line per write, refused request, membership change and key change,
 //! in `<data dir>/audit.log` (owner-readable only), rotated at [`MAX_BYTES`] into `audit.log.1`
 //! .. `audit.log.<KEEP>`. A line names the key by its accessor id, never by its secret.
+//! Lines are buffered and written out every [`FLUSH_EVERY`] (and at rotation, on `tail` and
+//! at shutdown), so a crash loses at most that much of the log.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -13,6 +15,8 @@ pub const MAX_BYTES: u64 = 10 * 1024 * 1024;
 pub const KEEP: u32 = 5;
 /// The log's file name in the data directory.
 pub const FILE: &str = "audit.log";
+/// How often buffered lines are written out.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One audited event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +44,7 @@ struct Line<'a> {
 pub struct AuditLog {
     path: PathBuf,
     max_bytes: u64,
-    file: Mutex<Option<(std::fs::File, u64)>>,
+    file: Mutex<Option<(std::io::BufWriter<std::fs::File>, u64)>>,
 }
 
 impl AuditLog {
@@ -73,20 +77,45 @@ impl AuditLog {
         }
     }
 
-    fn append(&self, file: &mut Option<(std::fs::File, u64)>, bytes: &[u8]) -> std::io::Result<()> {
+    fn append(
+        &self,
+        file: &mut Option<(std::io::BufWriter<std::fs::File>, u64)>,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
         if file.is_none() {
             let f = crate::config::open_private_append(&self.path)?;
             let size = f.metadata()?.len();
-            *file = Some((f, size));
+            *file = Some((std::io::BufWriter::with_capacity(64 * 1024, f), size));
         }
         let (f, size) = file.as_mut().expect("opened above");
         f.write_all(bytes)?;
         *size += bytes.len() as u64;
         if *size >= self.max_bytes {
+            f.flush()?;
             *file = None;
             self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Writes out the buffered lines.
+    pub fn flush(&self) {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((f, _)) = file.as_mut() {
+            if let Err(e) = f.flush() {
+                tracing::warn!(error = %e, path = %self.path.display(), "cannot write the audit log");
+                *file = None;
+            }
+        }
+    }
+
+    /// Runs until dropped: writes out the buffered lines every [`FLUSH_EVERY`].
+    pub async fn flush_periodically(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tick.tick().await;
+            self.flush();
+        }
     }
 
     fn rotate(&self) -> std::io::Result<()> {
@@ -103,6 +132,7 @@ impl AuditLog {
 
     /// The last `n` lines, oldest first (from the current file and the rotated ones).
     pub fn tail(&self, n: usize) -> std::io::Result<Vec<String>> {
+        self.flush();
         let mut lines: Vec<String> = Vec::new();
         let mut files = vec![self.path.clone()];
         files.extend((1..=KEEP).map(|i| PathBuf::from(format!("{}.{i}", self.path.display()))));
@@ -141,6 +171,7 @@ mod tests {
                 ..Default::default()
             });
         }
+        log.flush();
         assert!(dir.path().join("audit.log.1").exists());
         assert!(!dir.path().join(format!("audit.log.{}", KEEP + 1)).exists());
         let tail = log.tail(3).unwrap();

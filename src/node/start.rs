@@ -265,6 +265,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         tokio::spawn(expiry::run(node.clone())),
         tokio::spawn(membership::promote_learners(node.clone())),
         tokio::spawn(record_durable(node.clone())),
+        tokio::spawn(node.audit.clone().flush_periodically()),
     ]);
     tracing::info!(node = id, addr = %advertise, data = %config.data_dir.display(), "node started");
     Ok(RunningNode {
@@ -414,6 +415,7 @@ impl RunningNode {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
         self.node.search.shutdown(self.node.applied_index());
+        self.node.audit.flush();
         if let Err(e) = self
             .node
             .store
