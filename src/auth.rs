@@ -169,7 +169,7 @@ pub fn admit(
     let unreadable = |e: crate::storage::StoreError| {
         Status::unavailable(format!("cannot read the key store: {e}"))
     };
-    let enabled = keys::enabled(&store.state).map_err(unreadable)?;
+    let enabled = keys::enabled_in(&store.state).map_err(unreadable)?;
     // Another node of the cluster, when keys are on: it knows the node secret.
     let from_node = enabled
         && match (
@@ -279,14 +279,17 @@ fn claimed_accessor(headers: &http::HeaderMap) -> String {
         .to_string()
 }
 
-/// The guard in front of every service.
-#[derive(Clone)]
-pub struct GuardLayer {
+/// What the guard in front of every service needs.
+pub struct GuardState {
     pub store: Store,
     pub audit: Arc<AuditLog>,
     pub node_id: u64,
     pub tls: bool,
 }
+
+/// The guard in front of every service (cloned for every request: one shared state).
+#[derive(Clone)]
+pub struct GuardLayer(pub Arc<GuardState>);
 
 impl<S> tower_layer::Layer<S> for GuardLayer {
     type Service = Guard<S>;
@@ -294,7 +297,7 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
     fn layer(&self, inner: S) -> Guard<S> {
         Guard {
             inner,
-            layer: self.clone(),
+            layer: self.0.clone(),
         }
     }
 }
@@ -303,7 +306,7 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
 #[derive(Clone)]
 pub struct Guard<S> {
     inner: S,
-    layer: GuardLayer,
+    layer: Arc<GuardState>,
 }
 
 impl<S, B> Service<http::Request<B>> for Guard<S>
@@ -320,28 +323,30 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path().to_string();
+        let path = req.uri().path();
         let peer_cert = crate::tls::has_peer_cert(req.extensions());
         let g = &self.layer;
-        match admit(&g.store, g.tls, &path, req.headers(), peer_cert) {
+        match admit(&g.store, g.tls, path, req.headers(), peer_cert) {
             Ok(mut caller) => {
-                // Membership changes are audited here with their outcome; key changes by their
-                // handlers, which know the key.
-                let op = operation(&path);
-                let admin = need(&path) == Need::ClusterAdmin && op.starts_with("ClusterService/");
-                let audit = admin.then(|| (g.audit.clone(), g.node_id, caller.accessor.clone()));
-                caller.operation = op;
+                let need = need(path);
+                // Writes bind their request id to the call; membership changes are audited here
+                // with their outcome (key changes by their handlers, which know the key).
+                if matches!(need, Need::Role(Role::Write, _) | Need::ClusterAdmin) {
+                    caller.operation = operation(path);
+                }
+                let audit = (need == Need::ClusterAdmin
+                    && caller.operation.starts_with("ClusterService/"))
+                .then(|| (g.clone(), caller.accessor.clone(), caller.operation.clone()));
                 req.extensions_mut().insert(caller);
                 let fut = self.inner.call(req);
                 Box::pin(async move {
                     let resp = fut.await?;
-                    // Membership and key changes are audited here, with their outcome.
-                    if let Some((log, node, accessor)) = audit {
-                        log.write(&AuditEntry {
-                            node,
+                    if let Some((g, accessor, operation)) = audit {
+                        g.audit.write(&AuditEntry {
+                            node: g.node_id,
                             accessor,
                             project: String::new(),
-                            operation: operation(&path),
+                            operation,
                             target: String::new(),
                             result: outcome(&resp),
                         });
@@ -354,7 +359,7 @@ where
                     node: g.node_id,
                     accessor: claimed_accessor(req.headers()),
                     project: project_of(req.headers()),
-                    operation: operation(&path),
+                    operation: operation(path),
                     target: String::new(),
                     result: format!("denied: {}", status.message()),
                 });

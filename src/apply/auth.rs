@@ -20,6 +20,13 @@ pub fn enabled(r: &dyn KvRead) -> Result<bool, StoreError> {
     Ok(records::get::<bool>(r, &keys::meta(ENABLED))?.unwrap_or(false))
 }
 
+/// [`enabled`] for the guard in front of every request: one lookup, no decoding (the flag is
+/// only ever written `true`).
+pub fn enabled_in(tree: &sled::Tree) -> Result<bool, StoreError> {
+    static KEY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| keys::meta(ENABLED));
+    Ok(tree.contains_key(KEY.as_slice())?)
+}
+
 /// The key named `accessor`.
 pub fn key(r: &dyn KvRead, accessor: &str) -> Result<Option<ApiKey>, StoreError> {
     records::get(r, &keys::api_key(accessor))

@@ -123,12 +123,12 @@ pub type GuardedRouter = Router<tower_layer::Stack<crate::auth::GuardLayer, towe
 pub fn router(node: Arc<Node>) -> GuardedRouter {
     let api = Api { node: node.clone() };
     let limit = MAX_REQUEST_BYTES;
-    let guard = crate::auth::GuardLayer {
+    let guard = crate::auth::GuardLayer(Arc::new(crate::auth::GuardState {
         store: node.store.clone(),
         audit: node.audit.clone(),
         node_id: node.id,
         tls: node.tls,
-    };
+    }));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(guard)
