@@ -435,6 +435,29 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
         status.nodes
     );
 
+    // A client with a key probes the nodes and learns the leader with it: no refused probes.
+    let probing = Client::connect(ClientConfig {
+        endpoints: cluster.addrs(),
+        project: Some("p".into()),
+        api_key: Some(admin.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    set(&probing, "after probing").await.unwrap();
+    for node in &cluster.nodes {
+        let lines = keyed(&[node.addr.clone()], "p", Some(&admin), ReadMode::Stale)
+            .audit_tail(AuditTailRequest { lines: 500 })
+            .await
+            .unwrap()
+            .lines;
+        assert!(
+            !lines.iter().any(|l| l.contains("denied")),
+            "node {} refused something: {lines:?}",
+            node.id
+        );
+    }
+
     // A new node joins with an admin key; without one it is refused.
     let refused = std::process::Command::new(common::aide_bin())
         .args([

@@ -153,6 +153,7 @@ impl Client {
             let start = Instant::now();
             let mut req = Request::new(HealthCheckRequest {});
             req.set_timeout(Duration::from_secs(1));
+            self.authorize(&mut req);
             let ok = tokio::time::timeout(
                 Duration::from_secs(1),
                 HealthServiceClient::new(e.channel.clone()).check(req),
@@ -190,6 +191,7 @@ impl Client {
         let i = self.current.load(Ordering::SeqCst) % n;
         let mut req = Request::new(MembersRequest {});
         req.set_timeout(Duration::from_secs(1));
+        self.authorize(&mut req);
         let found = ClusterServiceClient::new(self.endpoints[i].channel.clone())
             .members(req)
             .await
@@ -228,6 +230,21 @@ impl Client {
         self.config.project.as_deref()
     }
 
+    /// Adds the API key, if any, to `req`; false when the key cannot be sent as metadata.
+    fn authorize<T>(&self, req: &mut Request<T>) -> bool {
+        let Some(key) = &self.config.api_key else {
+            return true;
+        };
+        match tonic::metadata::MetadataValue::try_from(format!("Bearer {}", key.trim())) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                req.metadata_mut().insert("authorization", v);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn decorate<T>(&self, msg: T, kind: Kind, request_id: &str) -> Result<Request<T>, ClientError> {
         let mut req = Request::new(msg);
         req.set_timeout(self.config.timeout);
@@ -239,13 +256,10 @@ impl Client {
         if let Some(p) = &self.config.project {
             md.insert(PROJECT, p.parse().map_err(|_| bad("the project name"))?);
         }
-        if let Some(key) = &self.config.api_key {
-            let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {}", key.trim())
-                .parse()
-                .map_err(|_| bad("the API key"))?;
-            v.set_sensitive(true);
-            md.insert("authorization", v);
+        if self.config.api_key.is_some() && !self.authorize(&mut req) {
+            return Err(bad("the API key"));
         }
+        let md = req.metadata_mut();
         match kind {
             Kind::Write => {
                 md.insert(
