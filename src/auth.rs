@@ -65,6 +65,23 @@ pub fn as_node<T>(store: &Store, req: &mut tonic::Request<T>) {
     }
 }
 
+/// `authorization: Bearer <key>` as request metadata (marked sensitive, so it is never logged);
+/// `None` when the key cannot be sent as metadata.
+pub fn bearer_value(key: &str) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    let mut v = tonic::metadata::MetadataValue::try_from(format!("Bearer {}", key.trim())).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// The secret a request's `authorization: Bearer` header carries.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The stored form of a secret.
 pub fn hash(secret: &str) -> String {
     hex(&sha2::Sha256::digest(secret.as_bytes()))
@@ -169,7 +186,7 @@ pub fn admit(
     let unreadable = |e: crate::storage::StoreError| {
         Status::unavailable(format!("cannot read the key store: {e}"))
     };
-    let enabled = keys::enabled_in(&store.state).map_err(unreadable)?;
+    let enabled = keys::enabled(&store.state).map_err(unreadable)?;
     // Another node of the cluster, when keys are on: it knows the node secret.
     let from_node = enabled
         && match (
@@ -205,21 +222,17 @@ pub fn admit(
                 Need::Role(role, per_project) => (role, per_project),
                 _ => (Role::Admin, false),
             };
-            let secret = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| {
-                    Status::unauthenticated(
-                        "this cluster requires an API key: pass --api-key, set AIDE_API_KEY, \
+            let secret = bearer(headers).ok_or_else(|| {
+                Status::unauthenticated(
+                    "this cluster requires an API key: pass --api-key, set AIDE_API_KEY, \
                          or put api_key in the config file",
-                    )
-                })?;
-            let accessor = accessor_of(secret.trim())
+                )
+            })?;
+            let accessor = accessor_of(secret)
                 .ok_or_else(|| Status::unauthenticated("the API key is not an aide key"))?;
             let key = keys::key(&store.state, accessor)
-                .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?
-                .filter(|k| same(&k.hash, &hash(secret.trim())))
+                .map_err(unreadable)?
+                .filter(|k| same(&k.hash, &hash(secret)))
                 .ok_or_else(|| Status::unauthenticated("the API key is not known"))?;
             let caller = Caller {
                 accessor: key.accessor.clone(),
@@ -270,11 +283,8 @@ fn project_of(headers: &http::HeaderMap) -> String {
 
 /// The accessor of the secret in `headers`, for the audit line of a refused request.
 fn claimed_accessor(headers: &http::HeaderMap) -> String {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|s| accessor_of(s.trim()))
+    bearer(headers)
+        .and_then(accessor_of)
         .unwrap_or("")
         .to_string()
 }

@@ -3,62 +3,50 @@
 //! mutated (bytes flipped, cut, repeated, inserted), and plain random bytes. Nothing may panic,
 //! and the node that handled the client requests still answers.
 
+mod common;
+
 use aide::command::{Command, Envelope, Proposal};
 use aide::grpc::pb::aidememory::*;
 use aide::model::{Decision, Memory, Stamp, StateEntry};
 use aide::raft::{Entry, TypeConfig};
 use aide::storage::codec::encode;
+use common::rng::Rng;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 use prost::Message;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A seed as it is or with up to three mutations, or random bytes.
-    fn input(&mut self, seeds: &[Vec<u8>]) -> Vec<u8> {
-        let mut b = seeds[self.below(seeds.len())].clone();
-        for _ in 0..self.below(4) {
-            match self.below(6) {
-                0 if !b.is_empty() => {
-                    let i = self.below(b.len());
-                    b[i] ^= 1 << self.below(8);
-                }
-                1 if !b.is_empty() => {
-                    let i = self.below(b.len());
-                    b.truncate(i);
-                }
-                2 if !b.is_empty() => {
-                    let i = self.below(b.len());
-                    let tail = b[i..].to_vec();
-                    b.extend_from_slice(&tail);
-                }
-                3 => {
-                    let i = self.below(b.len() + 1);
-                    b.insert(i, self.next() as u8);
-                }
-                4 if !b.is_empty() => {
-                    let i = self.below(b.len());
-                    b[i] = [0, 0xff, 0x7f, 0x80][self.below(4)];
-                }
-                _ => {
-                    b = (0..self.below(64)).map(|_| self.next() as u8).collect();
-                }
+/// A seed as it is or with up to three mutations, or random bytes.
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut b = seeds[rng.pick(seeds.len())].clone();
+    for _ in 0..rng.pick(4) {
+        match rng.pick(6) {
+            0 if !b.is_empty() => {
+                let i = rng.pick(b.len());
+                b[i] ^= 1 << rng.pick(8);
+            }
+            1 if !b.is_empty() => {
+                let i = rng.pick(b.len());
+                b.truncate(i);
+            }
+            2 if !b.is_empty() => {
+                let i = rng.pick(b.len());
+                let tail = b[i..].to_vec();
+                b.extend_from_slice(&tail);
+            }
+            3 => {
+                let i = rng.pick(b.len() + 1);
+                b.insert(i, rng.next() as u8);
+            }
+            4 if !b.is_empty() => {
+                let i = rng.pick(b.len());
+                b[i] = [0, 0xff, 0x7f, 0x80][rng.pick(4)];
+            }
+            _ => {
+                b = (0..rng.pick(64)).map(|_| rng.next() as u8).collect();
             }
         }
-        b
     }
+    b
 }
 
 fn with_prefix(rng: &mut Rng, prefix: usize, body: Vec<u8>) -> Vec<u8> {
@@ -125,7 +113,7 @@ fn client_requests_of_any_shape_get_answers_not_panics() {
     let mut rng = Rng(0x5EED_0001);
     let mut answers: std::collections::BTreeMap<String, u32> = Default::default();
     for _ in 0..20_000 {
-        let body = rng.input(&seeds);
+        let body = mutate(&mut rng, &seeds);
         let input = with_prefix(&mut rng, 2, body);
         let answer = match aide::fuzz::client_request(&input) {
             None => "not decoded".to_string(),
@@ -209,7 +197,7 @@ fn raft_messages_of_any_shape_decode_or_fail_cleanly() {
     ];
     let mut rng = Rng(0x5EED_0002);
     for _ in 0..20_000 {
-        let body = rng.input(&seeds);
+        let body = mutate(&mut rng, &seeds);
         let input = with_prefix(&mut rng, 1, body);
         aide::fuzz::raft_message(&input);
     }
@@ -226,7 +214,7 @@ fn stored_entries_of_any_shape_decode_or_fail_cleanly() {
     ];
     let mut rng = Rng(0x5EED_0003);
     for _ in 0..20_000 {
-        let body = rng.input(&seeds);
+        let body = mutate(&mut rng, &seeds);
         let input = with_prefix(&mut rng, 1, body);
         aide::fuzz::stored_entry(&input);
     }

@@ -15,16 +15,11 @@ pub fn node_secret(r: &dyn KvRead) -> Result<Option<String>, StoreError> {
     records::get(r, &keys::meta(NODE_SECRET))
 }
 
-/// Whether API keys are required.
+/// Whether API keys are required: one lookup, no decoding (the flag is only ever written
+/// `true`), since the guard asks it for every request.
 pub fn enabled(r: &dyn KvRead) -> Result<bool, StoreError> {
-    Ok(records::get::<bool>(r, &keys::meta(ENABLED))?.unwrap_or(false))
-}
-
-/// [`enabled`] for the guard in front of every request: one lookup, no decoding (the flag is
-/// only ever written `true`).
-pub fn enabled_in(tree: &sled::Tree) -> Result<bool, StoreError> {
     static KEY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| keys::meta(ENABLED));
-    Ok(tree.contains_key(KEY.as_slice())?)
+    Ok(r.get(&KEY)?.is_some())
 }
 
 /// The key named `accessor`.

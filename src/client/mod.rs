@@ -235,13 +235,12 @@ impl Client {
         let Some(key) = &self.config.api_key else {
             return true;
         };
-        match tonic::metadata::MetadataValue::try_from(format!("Bearer {}", key.trim())) {
-            Ok(mut v) => {
-                v.set_sensitive(true);
+        match crate::auth::bearer_value(key) {
+            Some(v) => {
                 req.metadata_mut().insert("authorization", v);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 

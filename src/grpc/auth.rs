@@ -27,6 +27,14 @@ fn key_info(k: &ApiKey) -> pb::Key {
     }
 }
 
+/// Who made `req`, as the guard found it.
+fn caller_of<T>(req: &Request<T>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default()
+}
+
 impl Auth {
     /// Proposes a key command; a fresh key's secret goes back to the caller only.
     async fn propose(&self, command: impl FnOnce(i64) -> Command) -> Result<ApiKey, Status> {
@@ -46,15 +54,23 @@ impl Auth {
         }
     }
 
-    /// A new key with `role` on `projects`, and its secret.
+    /// A new key with `role` on `projects`, and its secret; the change is audited as made by
+    /// `caller`.
     async fn create(
         &self,
+        caller: &Caller,
         role: Role,
         projects: Vec<String>,
         description: String,
         enable: bool,
     ) -> Result<Response<pb::KeyCreated>, Status> {
         let accessor = ulid::Ulid::new().to_string();
+        let operation = if enable {
+            "auth.enable"
+        } else {
+            "auth.key_create"
+        };
+        let target = accessor.clone();
         let (secret, hash) = new_secret(&accessor);
         let key = self
             .propose(|now| {
@@ -76,15 +92,16 @@ impl Auth {
                     Command::AuthKeyCreate(key)
                 }
             })
-            .await?;
+            .await;
+        self.audit(caller, operation, &target, &key);
         Ok(Response::new(pb::KeyCreated {
-            key: Some(key_info(&key)),
+            key: Some(key_info(&key?)),
             secret,
         }))
     }
 
     /// An audit line for a key change.
-    fn audit(&self, caller: &Caller, operation: &str, target: &str, result: &Result<(), Status>) {
+    fn audit<T>(&self, caller: &Caller, operation: &str, target: &str, result: &Result<T, Status>) {
         self.node.audit.write(&crate::audit::AuditEntry {
             node: self.node.id,
             accessor: caller.accessor.clone(),
@@ -92,7 +109,7 @@ impl Auth {
             operation: operation.to_string(),
             target: target.to_string(),
             result: match result {
-                Ok(()) => "ok".to_string(),
+                Ok(_) => "ok".to_string(),
                 Err(s) => format!("error: {}", s.message()),
             },
         });
@@ -126,38 +143,25 @@ impl AuthService for Auth {
             (true, false) => "first admin key".to_string(),
             (true, true) => "admin key from the bootstrap token".to_string(),
         };
-        let created = self
-            .create(
-                Role::Admin,
-                vec![ALL_PROJECTS.to_string()],
-                description,
-                !again,
-            )
-            .await;
-        let target = created
-            .as_ref()
-            .ok()
-            .and_then(|c| c.get_ref().key.as_ref())
-            .map(|k| k.accessor.clone())
-            .unwrap_or_default();
-        let caller = Caller {
+        let bootstrap = Caller {
             accessor: "bootstrap".to_string(),
             ..Default::default()
         };
-        let result = created.as_ref().map(|_| ()).map_err(Clone::clone);
-        self.audit(&caller, "auth.enable", &target, &result);
-        created
+        self.create(
+            &bootstrap,
+            Role::Admin,
+            vec![ALL_PROJECTS.to_string()],
+            description,
+            !again,
+        )
+        .await
     }
 
     async fn create_key(
         &self,
         req: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::KeyCreated>, Status> {
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_default();
+        let caller = caller_of(&req);
         let r = req.into_inner();
         if !self.enabled()? {
             return Err(Status::failed_precondition(
@@ -191,20 +195,8 @@ impl AuthService for Auth {
                 )));
             }
         }
-        let created = self.create(role, r.projects, r.description, false).await;
-        let target = created
-            .as_ref()
-            .ok()
-            .and_then(|c| c.get_ref().key.as_ref())
-            .map(|k| k.accessor.clone())
-            .unwrap_or_default();
-        self.audit(
-            &caller,
-            "auth.key_create",
-            &target,
-            &created.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
-        created
+        self.create(&caller, role, r.projects, r.description, false)
+            .await
     }
 
     async fn list_keys(
@@ -223,11 +215,7 @@ impl AuthService for Auth {
         &self,
         req: Request<pb::RevokeKeyRequest>,
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_default();
+        let caller = caller_of(&req);
         let accessor = req.into_inner().accessor;
         crate::command::validate::required_name("accessor", &accessor)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -244,12 +232,7 @@ impl AuthService for Auth {
         }
         let target = accessor.clone();
         let r = self.propose(|_| Command::AuthKeyRevoke { accessor }).await;
-        self.audit(
-            &caller,
-            "auth.key_revoke",
-            &target,
-            &r.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
+        self.audit(&caller, "auth.key_revoke", &target, &r);
         Ok(Response::new(pb::RevokeKeyResponse {
             key: Some(key_info(&r?)),
         }))

@@ -343,10 +343,8 @@ async fn join(
         });
         req.set_timeout(Duration::from_secs(10));
         if let Some(key) = api_key {
-            let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {}", key.trim())
-                .parse()
-                .map_err(|_| err("the API key cannot be sent as gRPC metadata".to_string()))?;
-            v.set_sensitive(true);
+            let v = crate::auth::bearer_value(key)
+                .ok_or_else(|| err("the API key cannot be sent as gRPC metadata".to_string()))?;
             req.metadata_mut().insert("authorization", v);
         }
         match client.join(req).await {

@@ -184,14 +184,12 @@ impl Store {
         let path = self.dir.join(DURABLE_MARK);
         let tmp = self.dir.join(format!("{DURABLE_MARK}.tmp"));
         let lock = self.mark_lock.clone();
-        let current = self.durable_mark()?;
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             // One writer at a time (a shutdown may overlap the periodic one), never lowering it.
             let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
             let on_disk = std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|t| t.trim().parse::<u64>().ok())
-                .or(current)
                 .unwrap_or(0);
             if applied <= on_disk {
                 return Ok(());

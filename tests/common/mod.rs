@@ -245,6 +245,7 @@ pub fn cli_with_config(remote: &str, config: &Path, args: &[&str]) -> CliOutput 
 }
 
 pub mod cluster;
+pub mod rng;
 
 /// Waits until the node at `addr` reports healthy (it has a leader), for up to 15 s.
 pub async fn wait_healthy(addr: &str) {
