@@ -5,6 +5,7 @@
 # Running it again on an existing cluster directory restarts the same members with their data.
 # --tls: TLS for clients and mutual TLS between the nodes, with development certificates made by
 # `aide cert` in <cluster dir>/certs (kept across runs); clients then need --tls-ca.
+# AIDE_CLUSTER_PORTS=P1,P2,P3 puts the nodes on other ports than the files in cluster/ say.
 set -euo pipefail
 tls=0
 for arg in "$@"; do
@@ -19,6 +20,12 @@ aide=${AIDE_BIN:-$root/target/release/aide}
 if [ ! -x "$aide" ]; then
   echo "building aide (release)..." >&2
   (cd "$root" && cargo build --release --quiet)
+fi
+ports=${AIDE_CLUSTER_PORTS:-7421,7422,7423}
+IFS=, read -r port1 port2 port3 <<<"$ports"
+if [ -z "$port3" ]; then
+  echo "AIDE_CLUSTER_PORTS must be three ports, like 7421,7422,7423 (it is $ports)" >&2
+  exit 2
 fi
 mkdir -p "$dir"
 certs="$dir/certs"
@@ -41,11 +48,14 @@ start_node() {
     return
   fi
   : >"$dir/node$id.out"
+  local port_var="port$id"
+  local where=(--listen "127.0.0.1:${!port_var}")
+  if [ "$id" != 1 ]; then where+=(--join "127.0.0.1:$port1"); fi
   local node_tls=()
   if [ "$tls" = 1 ]; then
     node_tls=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/node$id.pem" --tls-key "$certs/node$id.key")
   fi
-  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" "${node_tls[@]}" \
+  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" "${where[@]}" "${node_tls[@]}" \
     >"$dir/node$id.out" 2>>"$dir/node$id.log" &
   echo $! >"$pidfile"
   # Wait (bounded) for the node to say it serves.
@@ -69,7 +79,7 @@ start_node 1
 start_node 2
 start_node 3
 
-remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
+remote=127.0.0.1:$port1,127.0.0.1:$port2,127.0.0.1:$port3
 # Wait (bounded) until all three are voters.
 for _ in $(seq 1 100); do
   if [ "$("$aide" --remote "$remote" "${client_tls[@]}" cluster members 2>/dev/null | grep -c voter)" = 3 ]; then

@@ -3,6 +3,10 @@
 //! .. `audit.log.<KEEP>`. A line names the key by its accessor id, never by its secret.
 //! Lines are buffered and written out every [`FLUSH_EVERY`] (and at rotation, on `tail` and
 //! at shutdown), so a crash loses at most that much of the log.
+//! Refusals (requests and TLS handshakes turned away before any key was checked good) are
+//! written one by one up to [`REFUSALS_PER_WINDOW`] per [`REFUSAL_WINDOW`]; beyond that they are
+//! counted and summed up in one line per window, so a flood of bad requests cannot rotate the
+//! real lines away.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -17,6 +21,11 @@ pub const KEEP: u32 = 5;
 pub const FILE: &str = "audit.log";
 /// How often buffered lines are written out.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How many refusals a window writes one by one.
+pub const REFUSALS_PER_WINDOW: u32 = 50;
+/// The window refusals are counted in.
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One audited event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +54,27 @@ pub struct AuditLog {
     path: PathBuf,
     max_bytes: u64,
     file: Mutex<Option<(std::io::BufWriter<std::fs::File>, u64)>>,
+    refusals: Mutex<Refusals>,
+}
+
+/// The refusals of the current window.
+struct Refusals {
+    since: std::time::Instant,
+    written: u32,
+    /// Those not written one by one: how many, and the first of them.
+    suppressed: u64,
+    first: Option<AuditEntry>,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            since: std::time::Instant::now(),
+            written: 0,
+            suppressed: 0,
+            first: None,
+        }
+    }
 }
 
 impl AuditLog {
@@ -59,7 +89,50 @@ impl AuditLog {
             path: dir.join(FILE),
             max_bytes,
             file: Mutex::new(None),
+            refusals: Mutex::new(Refusals::new()),
         }
+    }
+
+    /// Appends a refusal: one by one up to [`REFUSALS_PER_WINDOW`] in a window, then counted.
+    pub fn refused(&self, entry: &AuditEntry) {
+        self.close_window(false);
+        {
+            let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if r.written >= REFUSALS_PER_WINDOW {
+                r.suppressed += 1;
+                if r.first.is_none() {
+                    r.first = Some(entry.clone());
+                }
+                return;
+            }
+            r.written += 1;
+        }
+        self.write(entry);
+    }
+
+    /// Ends the refusal window once it is over (or now, when `now`): one line for the refusals
+    /// it did not write one by one, if any.
+    fn close_window(&self, now: bool) {
+        let (suppressed, first, secs) = {
+            let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let elapsed = r.since.elapsed();
+            if !now && elapsed < REFUSAL_WINDOW {
+                return;
+            }
+            let r = std::mem::replace(&mut *r, Refusals::new());
+            (r.suppressed, r.first, elapsed.as_secs_f64())
+        };
+        let Some(first) = first else { return };
+        self.write(&AuditEntry {
+            node: first.node,
+            operation: "audit.refusals".to_string(),
+            result: format!(
+                "denied: {suppressed} more refusals in {secs:.1} s, not written one by one \
+                 (the first: {} by {:?} on project {:?}: {})",
+                first.operation, first.accessor, first.project, first.result
+            ),
+            ..Default::default()
+        });
     }
 
     /// Appends one line; a failure to write is reported in the node's log, never to the caller.
@@ -98,8 +171,9 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Writes out the buffered lines.
+    /// Writes out the buffered lines (and the count of refusals of a window that is over).
     pub fn flush(&self) {
+        self.close_window(false);
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((f, _)) = file.as_mut() {
             if let Err(e) = f.flush() {
@@ -107,6 +181,12 @@ impl AuditLog {
                 *file = None;
             }
         }
+    }
+
+    /// At shutdown: the count of refusals not yet written, and every buffered line.
+    pub fn close(&self) {
+        self.close_window(true);
+        self.flush();
     }
 
     /// Runs until dropped: writes out the buffered lines every [`FLUSH_EVERY`].
@@ -132,6 +212,7 @@ impl AuditLog {
 
     /// The last `n` lines, oldest first (from the current file and the rotated ones).
     pub fn tail(&self, n: usize) -> std::io::Result<Vec<String>> {
+        self.close_window(true);
         self.flush();
         let mut lines: Vec<String> = Vec::new();
         let mut files = vec![self.path.clone()];
@@ -157,6 +238,45 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_is_counted_not_written_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path());
+        log.write(&AuditEntry {
+            node: 1,
+            operation: "state.set".into(),
+            target: "real".into(),
+            result: "ok".into(),
+            ..Default::default()
+        });
+        for i in 0..1000 {
+            log.refused(&AuditEntry {
+                node: 1,
+                accessor: format!("bad{i}"),
+                operation: "MemoryService/Add".into(),
+                result: "denied: the API key is not known".into(),
+                ..Default::default()
+            });
+        }
+        let lines = log.tail(10_000).unwrap();
+        // The real line, the refusals the window allows, and one line counting the rest.
+        assert_eq!(
+            lines.len(),
+            1 + REFUSALS_PER_WINDOW as usize + 1,
+            "{lines:#?}"
+        );
+        assert!(lines[0].contains("\"real\""), "{}", lines[0]);
+        let summary: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(summary["operation"], "audit.refusals");
+        let result = summary["result"].as_str().unwrap();
+        let first = format!("bad{REFUSALS_PER_WINDOW}");
+        assert!(
+            result.contains(&format!("{} more refusals", 1000 - REFUSALS_PER_WINDOW))
+                && result.contains(&first),
+            "{result}"
+        );
+    }
 
     #[test]
     fn lines_rotate_and_the_tail_spans_files() {

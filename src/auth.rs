@@ -14,6 +14,7 @@ use crate::audit::{AuditEntry, AuditLog};
 use crate::grpc::meta::{DEFAULT_PROJECT, PROJECT};
 use crate::model::{ApiKey, Role};
 use crate::storage::Store;
+use crate::tls::PeerCert;
 use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
@@ -136,7 +137,7 @@ pub enum Need {
     Role(Role, bool),
     /// An admin key for every project (`*`): membership, the list of keys, the audit log.
     ClusterAdmin,
-    /// Another node: a peer certificate when TLS is on.
+    /// Another node: a node's certificate when TLS is on.
     Node,
     /// Nothing: `AuthService/Enable` checks its bootstrap token itself.
     Bootstrap,
@@ -169,15 +170,16 @@ fn is_read(method: &str) -> bool {
 }
 
 /// Decides whether a request may go on: the caller, or why not. With TLS, a join also needs
-/// a certificate signed by the cluster CA (the new node's own, or the operator's).
+/// a certificate signed by the cluster CA (the new node's own, or the operator's), and calls
+/// only nodes make need a node's certificate.
 pub fn admit(
     store: &Store,
     tls: bool,
     path: &str,
     headers: &http::HeaderMap,
-    has_peer_cert: bool,
+    peer: PeerCert,
 ) -> Result<Caller, Status> {
-    if tls && !has_peer_cert && operation(path) == "ClusterService/Join" {
+    if tls && peer == PeerCert::None && operation(path) == "ClusterService/Join" {
         return Err(Status::unauthenticated(
             "joining a TLS cluster needs a certificate signed by the cluster CA \
              (--tls-cert and --tls-key)",
@@ -197,8 +199,12 @@ pub fn admit(
             _ => false,
         };
     match need(path) {
-        Need::Node if tls && !has_peer_cert => Err(Status::unauthenticated(
+        Need::Node if tls && peer == PeerCert::None => Err(Status::unauthenticated(
             "node-to-node calls need a certificate signed by the cluster CA",
+        )),
+        Need::Node if tls && peer == PeerCert::Client => Err(Status::unauthenticated(
+            "node-to-node calls need a node's certificate (made by `aide cert issue NAME`); \
+             this one is a client's",
         )),
         Need::Node if enabled && !from_node => Err(Status::unauthenticated(
             "node-to-node calls need the cluster's node secret",
@@ -274,6 +280,27 @@ pub fn admit(
     }
 }
 
+/// Whether a caller admitted with key `accessor` (empty: none) may still be served, by this
+/// node's state as it is now: checked again after a read's barrier (a revocation committed
+/// before a linearizable read began is applied by then) and before each change a watch sends.
+pub fn still_allowed(store: &Store, accessor: &str) -> Result<(), Status> {
+    let read = |e: crate::storage::StoreError| Status::unavailable(e.to_string());
+    if accessor.is_empty() {
+        if keys::enabled(&store.state).map_err(read)? {
+            return Err(Status::unauthenticated(
+                "this cluster now requires an API key; call again with one",
+            ));
+        }
+        return Ok(());
+    }
+    match keys::key(&store.state, accessor).map_err(read)? {
+        Some(k) if k.revoked_at.is_none() => Ok(()),
+        _ => Err(Status::unauthenticated(format!(
+            "API key {accessor} has been revoked"
+        ))),
+    }
+}
+
 fn project_of(headers: &http::HeaderMap) -> String {
     match headers.get(PROJECT).and_then(|v| v.to_str().ok()) {
         None | Some("") => DEFAULT_PROJECT.to_string(),
@@ -334,7 +361,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let peer_cert = crate::tls::has_peer_cert(req.extensions());
+        let peer_cert = crate::tls::peer_cert(req.extensions());
         let g = &self.layer;
         match admit(&g.store, g.tls, path, req.headers(), peer_cert) {
             Ok(mut caller) => {
@@ -365,7 +392,7 @@ where
                 })
             }
             Err(status) => {
-                g.audit.write(&AuditEntry {
+                g.audit.refused(&AuditEntry {
                     node: g.node_id,
                     accessor: claimed_accessor(req.headers()),
                     project: project_of(req.headers()),

@@ -173,7 +173,7 @@ impl Reloading {
                             Err(_) => "timed out".to_string(),
                         };
                     tracing::debug!(peer = %peer, error = %why, "TLS handshake refused");
-                    audit.write(&crate::audit::AuditEntry {
+                    audit.refused(&crate::audit::AuditEntry {
                         node,
                         operation: "tls.handshake".to_string(),
                         target: peer.to_string(),
@@ -187,12 +187,48 @@ impl Reloading {
     }
 }
 
-/// Whether the connection a request came on presented a certificate the CA signed.
-pub fn has_peer_cert(extensions: &tonic::codegen::http::Extensions) -> bool {
-    extensions
+/// The DNS name a node's certificate carries besides its hosts: what tells a node's certificate
+/// from a client's when the same CA signs both.
+pub const NODE_NAME: &str = "node.aide";
+
+/// What the certificate a connection presented (already checked against the cluster CA during
+/// the handshake) says of its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerCert {
+    /// No certificate (or no TLS).
+    None,
+    /// Signed by the CA, but not a node's: a client's or an operator's.
+    Client,
+    /// A node's: it names [`NODE_NAME`].
+    Node,
+}
+
+/// The certificate the connection a request came on presented.
+pub fn peer_cert(extensions: &tonic::codegen::http::Extensions) -> PeerCert {
+    match extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|i| i.peer_certs())
-        .is_some_and(|c| !c.is_empty())
+        .and_then(|c| c.first().cloned())
+    {
+        None => PeerCert::None,
+        Some(leaf) if is_node_cert(leaf.as_ref()) => PeerCert::Node,
+        Some(_) => PeerCert::Client,
+    }
+}
+
+/// Whether the DER certificate names [`NODE_NAME`] among its DNS names.
+pub fn is_node_cert(der: &[u8]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value
+        .general_names
+        .iter()
+        .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(NODE_NAME)))
 }
 
 /// What outgoing connections use: the CA the servers' certificates chain to, and an identity
@@ -308,21 +344,33 @@ pub mod dev {
             .map_err(err)
     }
 
-    /// Creates `<name>.pem` and `<name>.key` in `dir`, signed by the CA there, valid for the
-    /// host names and IP addresses `hosts`, for both server and client use.
-    pub fn leaf(dir: &Path, name: &str, hosts: &[String]) -> Result<(), String> {
+    /// Creates `<name>.pem` and `<name>.key` in `dir`, signed by the CA there. A node's is valid
+    /// for the host names and IP addresses `hosts` and for [`super::NODE_NAME`], for both server
+    /// and client use; a client's only authenticates a client.
+    pub fn leaf(dir: &Path, name: &str, hosts: &[String], node: bool) -> Result<(), String> {
         let ca_pem = std::fs::read_to_string(dir.join("ca.pem"))
             .map_err(|e| format!("no CA in {} ({e}); run `aide cert ca` first", dir.display()))?;
         let ca_key = std::fs::read_to_string(dir.join("ca.key")).map_err(err)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key).map_err(err)?)
             .map_err(err)?;
-        let mut p = CertificateParams::new(hosts.to_vec()).map_err(err)?;
+        let names = if node {
+            let mut names = hosts.to_vec();
+            names.push(super::NODE_NAME.to_string());
+            names
+        } else {
+            Vec::new()
+        };
+        let mut p = CertificateParams::new(names).map_err(err)?;
         p.distinguished_name.push(DnType::CommonName, name);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.extended_key_usages = if node {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
         p.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(err)?;
         let cert = p.signed_by(&key, &issuer).map_err(err)?;

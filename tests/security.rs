@@ -446,11 +446,16 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
     .unwrap();
     set(&probing, "after probing").await.unwrap();
     for node in &cluster.nodes {
-        let lines = keyed(&[node.addr.clone()], "p", Some(&admin), ReadMode::Stale)
-            .audit_tail(AuditTailRequest { lines: 500 })
-            .await
-            .unwrap()
-            .lines;
+        let lines = keyed(
+            std::slice::from_ref(&node.addr),
+            "p",
+            Some(&admin),
+            ReadMode::Stale,
+        )
+        .audit_tail(AuditTailRequest { lines: 500 })
+        .await
+        .unwrap()
+        .lines;
         assert!(
             !lines.iter().any(|l| l.contains("denied")),
             "node {} refused something: {lines:?}",
@@ -499,4 +504,126 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
     assert!(err.message().contains("node secret"), "{}", err.message());
+}
+
+/// Whether bytes this test process sent to local port `port` wait unread at the receiver (read
+/// off /proc/net/tcp: our sockets by their inodes, the receiving end by the port pair).
+fn unread_bytes_from_us(port: u16) -> bool {
+    let mine: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // Columns: sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+    let rows: Vec<(u16, u16, u64, u64)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+            let rx = u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok()?;
+            Some((port(f[1])?, port(f[2])?, rx, f.get(9)?.parse().ok()?))
+        })
+        .collect();
+    rows.iter()
+        .filter(|ours| ours.1 == port && mine.contains(&ours.3))
+        .any(|ours| rows.iter().any(|r| r.0 == port && r.1 == ours.0 && r.2 > 0))
+}
+
+/// A follower paused while a key was revoked admits a linearizable read with that key against
+/// its older copy of the keys; once it has caught up with the leader for the read, it refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_revocation_refuses_a_linearizable_read_with_the_key() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let f = cluster.follower().await;
+    let at_f = cluster.nodes[f].addr.clone();
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != f)
+        .map(|i| cluster.nodes[i].addr.clone())
+        .collect();
+    let admin = keyed(&others[..1], "p", None, ReadMode::Linearizable)
+        .auth_enable(EnableRequest {
+            bootstrap_token: bootstrap(&cluster.nodes[if f == 0 { 1 } else { 0 }]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let root = keyed(&others, "p", Some(&admin), ReadMode::Linearizable);
+    let key = root
+        .auth_create_key(CreateKeyRequest {
+            projects: vec!["p".into()],
+            role: "write".into(),
+            description: "revoked while a node sleeps".into(),
+        })
+        .await
+        .unwrap();
+    set(
+        &keyed(&others, "p", Some(&key.secret), ReadMode::Linearizable),
+        "v",
+    )
+    .await
+    .unwrap();
+    // The follower serves the key (its connection to the follower stays open for the next read).
+    let reader = keyed(
+        std::slice::from_ref(&at_f),
+        "p",
+        Some(&key.secret),
+        ReadMode::Linearizable,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&reader).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never served the key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Paused, the follower misses the revocation; the read reaches its socket meanwhile.
+    let pid = cluster.nodes[f].pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let resumed = resume_on_drop(pid);
+    root.auth_revoke_key(RevokeKeyRequest {
+        accessor: key.key.unwrap().accessor,
+    })
+    .await
+    .unwrap();
+    let read = tokio::spawn(async move { get(&reader).await });
+    let port: u16 = at_f.rsplit(':').next().unwrap().parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !unread_bytes_from_us(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never reached the paused follower"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(resumed);
+    let err = read
+        .await
+        .unwrap()
+        .expect_err("a revoked key read at a lagging follower");
+    assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
+    assert!(err.message.contains("revoked"), "{}", err.message);
+}
+
+/// Sends SIGCONT to `pid` when dropped (also when the test fails while it is paused).
+fn resume_on_drop(pid: i32) -> impl Drop {
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    Resume(pid)
 }

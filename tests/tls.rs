@@ -1,7 +1,8 @@
 //! TLS, in a test binary of its own because it sets this process's client TLS: a client without
 //! TLS cannot talk to a TLS node, one trusting the cluster CA can; a node-to-node call without a
-//! certificate signed by the CA is refused (and audited), and so is a join; a node with a valid
-//! certificate joins; certificates replaced on disk are served without a restart.
+//! certificate signed by the CA is refused (and audited), and so is a join, and so is one with a
+//! client's certificate from that CA; a node with a valid certificate joins; certificates
+//! replaced on disk are served without a restart.
 
 mod common;
 
@@ -132,6 +133,45 @@ async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
     assert_eq!(join.code, Code::Unauthenticated, "{}", join.message);
     let audit = audit_with(&n1.dir, "RaftService/Vote").await;
     assert!(audit.contains("certificate"), "{audit}");
+
+    // A client certificate from the cluster CA serves a client, but cannot pass for a node.
+    aide(&[
+        "cert",
+        "issue",
+        "alice",
+        "--client",
+        "--dir",
+        good.to_str().unwrap(),
+    ]);
+    set_client(Some(
+        ClientTls::for_client(
+            &good.join("ca.pem"),
+            Some(&good.join("alice.pem")),
+            Some(&good.join("alice.key")),
+        )
+        .unwrap(),
+    ));
+    set(&client(&n1.addr)).await.unwrap();
+    let channel = aide::raft::network::channel(&n1.addr).unwrap();
+    let as_node = RaftServiceClient::new(channel)
+        .vote(RaftPayload { data: vec![1] })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        as_node.code(),
+        Code::Unauthenticated,
+        "{}",
+        as_node.message()
+    );
+    assert!(
+        as_node.message().contains("node's certificate"),
+        "{}",
+        as_node.message()
+    );
+    audit_with(&n1.dir, "this one is a client's").await;
+    set_client(Some(
+        ClientTls::for_client(&good.join("ca.pem"), None, None).unwrap(),
+    ));
 
     // A node whose certificate another CA signed cannot join; one with a good certificate can.
     let rflags = tls_flags(&rogue, "r");

@@ -65,10 +65,14 @@ pub enum CertCmd {
         #[arg(long, value_name = "DIR", default_value = "certs")]
         dir: PathBuf,
     },
-    /// Make a certificate NAME.pem / NAME.key signed by the CA in DIR, for a node (server and
-    /// client use) or a client.
+    /// Make a certificate NAME.pem / NAME.key signed by the CA in DIR: a node's (server and
+    /// client use, for --host and the name node.aide that nodes require of each other), or with
+    /// --client a client's, which cannot pass for a node.
     Issue {
         name: String,
+        /// A client certificate: authenticates a client only.
+        #[arg(long)]
+        client: bool,
         /// Host names and IP addresses it is valid for (repeat).
         #[arg(long = "host", value_name = "HOST", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
@@ -221,13 +225,22 @@ pub fn cert(cmd: CertCmd) -> Result<(), CliError> {
                 dir.display()
             );
         }
-        CertCmd::Issue { name, hosts, dir } => {
-            crate::tls::dev::leaf(&dir, &name, &hosts).map_err(CliError::Failed)?;
+        CertCmd::Issue {
+            name,
+            client,
+            hosts,
+            dir,
+        } => {
+            crate::tls::dev::leaf(&dir, &name, &hosts, !client).map_err(CliError::Failed)?;
+            let what = if client {
+                "a client".to_string()
+            } else {
+                format!("a node, for {}", hosts.join(", "))
+            };
             println!(
-                "Created {}/{name}.pem and {}/{name}.key for {}",
+                "Created {}/{name}.pem and {}/{name}.key ({what})",
                 dir.display(),
                 dir.display(),
-                hosts.join(", ")
             );
         }
     }

@@ -130,7 +130,7 @@ impl MemoryService for Api {
                 Invalid::new("min_score", format!("{} must be 0 or more", r.min_score)).into(),
             );
         }
-        let index = self.node.read_barrier(meta.read).await?;
+        let index = self.barrier(&meta).await?;
         let hits = self
             .node
             .search

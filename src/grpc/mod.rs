@@ -105,8 +105,17 @@ impl Api {
         meta: &RequestMeta,
         read: impl FnOnce(&Store) -> Result<T, NodeError>,
     ) -> Result<(T, u64), Status> {
-        let index = self.node.read_barrier(meta.read).await?;
+        let index = self.barrier(meta).await?;
         Ok((read(&self.node.store)?, index))
+    }
+
+    /// The read barrier `meta` asks for; then the caller's key is checked again, against the
+    /// state the read will see (a key revoked before a linearizable read began is refused even
+    /// by a node that had not applied the revocation when the read came in).
+    async fn barrier(&self, meta: &RequestMeta) -> Result<u64, Status> {
+        let index = self.node.read_barrier(meta.read).await?;
+        crate::auth::still_allowed(&self.node.store, &meta.accessor)?;
+        Ok(index)
     }
 }
 

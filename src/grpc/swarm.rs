@@ -27,23 +27,7 @@ impl Api {
         select: impl Fn(&Effect) -> Option<T> + Send + 'static,
     ) -> Watch<T> {
         let store = self.node.store.clone();
-        let still_allowed = move || -> Result<(), Status> {
-            let read = |e: crate::storage::StoreError| Status::unavailable(e.to_string());
-            if accessor.is_empty() {
-                if crate::apply::auth::enabled(&store.state).map_err(read)? {
-                    return Err(Status::unauthenticated(
-                        "this cluster now requires an API key; watch again with one",
-                    ));
-                }
-                return Ok(());
-            }
-            match crate::apply::auth::key(&store.state, &accessor).map_err(read)? {
-                Some(k) if k.revoked_at.is_none() => Ok(()),
-                _ => Err(Status::unauthenticated(format!(
-                    "API key {accessor} has been revoked"
-                ))),
-            }
-        };
+        let still_allowed = move || crate::auth::still_allowed(&store, &accessor);
         let mut changes = self.node.events.subscribe();
         let mut closing = self.node.closing.clone();
         let (tx, rx) = mpsc::channel(256);

@@ -413,7 +413,7 @@ impl RunningNode {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
         self.node.search.shutdown(self.node.applied_index());
-        self.node.audit.flush();
+        self.node.audit.close();
         if let Err(e) = self
             .node
             .store
