@@ -20,13 +20,14 @@ cleanup() {
 trap cleanup EXIT
 
 ops=state-set,state-get,state-get-stale,memory-add,memory-search
-measure() { # label remote
-  local label=$1 remote=$2
-  for clients in 1 64; do
+measure() { # label remote [client counts] [extra bench flags...]
+  local label=$1 remote=$2 counts=${3:-1 64}
+  shift 2; shift || true
+  for clients in $counts; do
     : >"$work/out"
     for _ in $(seq 1 "$runs"); do
       "$aide" --remote "$remote" bench --ops "$ops" --clients "$clients" --duration 5s \
-        --warmup 2s >>"$work/out"
+        --warmup 2s "$@" >>"$work/out"
     done
     # Lines: OP clients N OPS ops/s p50 P50 ms p99 P99 ms ...; median per op and column.
     for op in ${ops//,/ }; do
@@ -48,3 +49,6 @@ measure "1 node" 127.0.0.1:7429
 
 "$root/scripts/cluster-up.sh" >/dev/null
 measure "3 nodes" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
+# 64 clients sharing 4 connections (HTTP/2 multiplexes their calls), as the agents of one
+# Claude Code session share its MCP server's connection.
+ops=state-set measure "3n 4 conns" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423 64 --connections 4

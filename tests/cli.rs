@@ -381,3 +381,69 @@ fn the_remote_flag_and_project_flag_are_honoured() {
     let bad = cli("not-an-address", &["state", "get", "k"]);
     assert!(!bad.ok && bad.stderr.contains("HOST:PORT"), "{bad:?}");
 }
+
+/// `aide bench` drives real load at a node: every operation completes calls without errors,
+/// reports its figures in order (p50 <= p99 <= max), and the writes it made are in the store;
+/// clients sharing connections work the same.
+#[test]
+fn bench_measures_every_operation_against_a_node() {
+    let (_tmp, n) = node();
+    for connections in [None, Some("2")] {
+        let mut args = vec![
+            "--project",
+            "benched",
+            "bench",
+            "--ops",
+            "state-set,state-get,state-get-stale,memory-add,memory-search",
+            "--clients",
+            "4",
+            "--keys",
+            "50",
+            "--duration",
+            "5s",
+            "--warmup",
+            "0s",
+            "--max-ops",
+            "200",
+            "--format=json",
+        ];
+        if let Some(c) = connections {
+            args.extend(["--connections", c]);
+        }
+        let reports = n.cli(&args).json();
+        let reports = reports.as_array().unwrap();
+        let ops: Vec<&str> = reports.iter().map(|r| r["op"].as_str().unwrap()).collect();
+        assert_eq!(
+            ops,
+            [
+                "state-set",
+                "state-get",
+                "state-get-stale",
+                "memory-add",
+                "memory-search"
+            ]
+        );
+        for r in reports {
+            assert_eq!(r["errors"], 0, "{r}");
+            assert_eq!(r["ops"], 200, "{r}");
+            let (p50, p99, max) = (
+                r["p50_ms"].as_f64().unwrap(),
+                r["p99_ms"].as_f64().unwrap(),
+                r["max_ms"].as_f64().unwrap(),
+            );
+            assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+            assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    // The writes are there: keys k0..k49 with 256-byte values.
+    let state = n
+        .cli(&["--project", "benched", "state", "list", "--format=json"])
+        .json();
+    let keys = state.as_array().unwrap();
+    assert_eq!(keys.len(), 50, "{state}");
+    assert!(
+        keys.iter()
+            .all(|k| k["value"].as_str().unwrap().len() == 256),
+        "{state}"
+    );
+}

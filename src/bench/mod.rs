@@ -29,6 +29,8 @@ pub struct BenchConfig {
     pub project: String,
     pub op: Op,
     pub clients: usize,
+    /// Connections the clients share, round robin (`None`: one per client).
+    pub connections: Option<usize>,
     pub duration: Duration,
     pub warmup: Duration,
     /// Bytes of each value or memory.
@@ -171,12 +173,21 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
     let end = measure_from + cfg.duration;
     let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
+    let mut connections: Vec<Client> = Vec::new();
+    let shared = cfg.connections.map(|n| n.max(1));
     for i in 0..cfg.clients.max(1) {
         let started = started.clone();
-        let c = client(&cfg, mode)?;
-        if cfg.endpoints.len() > 1 {
-            c.probe().await;
-        }
+        let c = match shared {
+            Some(n) if connections.len() >= n => connections[i % n].clone(),
+            _ => {
+                let c = client(&cfg, mode)?;
+                if cfg.endpoints.len() > 1 {
+                    c.probe().await;
+                }
+                connections.push(c.clone());
+                c
+            }
+        };
         let cfg = cfg.clone();
         workers.push(tokio::spawn(async move {
             let mut r = XorShift(0x2545_F491_4F6C_DD1D ^ (i as u64 + 1));

@@ -13,6 +13,10 @@ pub struct BenchArgs {
     /// Concurrent clients, each with its own connection.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// Connections the clients share (HTTP/2 multiplexes their calls), as the agents of one
+    /// session share their MCP server's connection; default: one per client.
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// How long to measure each operation, such as 10s.
     #[arg(long, default_value = "10s")]
     pub duration: String,
@@ -51,6 +55,7 @@ pub async fn run(
             project: project.clone(),
             op,
             clients: args.clients,
+            connections: args.connections,
             duration: duration("duration", &args.duration)?,
             warmup: duration("warmup", &args.warmup)?,
             value_size: args.value_size,
