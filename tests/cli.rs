@@ -447,3 +447,48 @@ fn bench_measures_every_operation_against_a_node() {
         "{state}"
     );
 }
+
+/// Without --remote or AIDE_REMOTE the CLI takes the nodes from the `sync` section of its config
+/// file, and a peer that is down does not stop it: it uses the one that answers.
+#[test]
+fn the_cli_finds_the_cluster_in_its_config_file() {
+    let (tmp, n) = node();
+    // A port nothing listens on: bound, then closed.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sync:\n  mode: raft\n  peers: [\"{dead}\", \"{}\"]\nproject: fromfile\n",
+            n.addr
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::aide_bin())
+            .current_dir(tmp.path())
+            .args(args)
+            .env("AIDE_CONFIG", &config)
+            .env_remove("AIDE_REMOTE")
+            .env_remove("AIDE_PROJECT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aide {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["state", "set", "where", "from the config file"]);
+    assert_eq!(
+        run(&["state", "get", "where"]).trim(),
+        "from the config file"
+    );
+    // The project came from the file too.
+    let direct = n.cli(&["--project", "fromfile", "state", "get", "where"]);
+    assert_eq!(direct.out().trim(), "from the config file");
+}
