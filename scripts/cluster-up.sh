@@ -22,8 +22,8 @@ if [ ! -x "$aide" ]; then
   (cd "$root" && cargo build --release --quiet)
 fi
 ports=${AIDE_CLUSTER_PORTS:-7421,7422,7423}
-IFS=, read -r port1 port2 port3 <<<"$ports"
-if [ -z "$port3" ]; then
+IFS=, read -r port1 port2 port3 extra <<<"$ports"
+if ! [[ "$port1" =~ ^[0-9]+$ && "$port2" =~ ^[0-9]+$ && "$port3" =~ ^[0-9]+$ ]] || [ -n "$extra" ]; then
   echo "AIDE_CLUSTER_PORTS must be three ports, like 7421,7422,7423 (it is $ports)" >&2
   exit 2
 fi

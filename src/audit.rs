@@ -3,10 +3,10 @@
 //! .. `audit.log.<KEEP>`. A line names the key by its accessor id, never by its secret.
 //! Lines are buffered and written out every [`FLUSH_EVERY`] (and at rotation, on `tail` and
 //! at shutdown), so a crash loses at most that much of the log.
-//! Refusals (requests and TLS handshakes turned away before any key was checked good) are
-//! written one by one up to [`REFUSALS_PER_WINDOW`] per [`REFUSAL_WINDOW`]; beyond that they are
-//! counted and summed up in one line per window, so a flood of bad requests cannot rotate the
-//! real lines away.
+//! Refusals of callers without a live key (no key, an unknown or revoked one, a refused TLS
+//! handshake) are written one by one up to [`REFUSALS_PER_WINDOW`] per [`REFUSAL_WINDOW`];
+//! beyond that they are counted and summed up in one line per window, so a flood of bad
+//! requests cannot rotate the real lines away.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -110,17 +110,25 @@ impl AuditLog {
         self.write(entry);
     }
 
-    /// Ends the refusal window once it is over (or now, when `now`): one line for the refusals
-    /// it did not write one by one, if any.
+    /// Ends the refusal window once it is over: one line for the refusals it did not write one
+    /// by one, if any. With `now`, that line is written at once for the refusals counted so far
+    /// (the window and what it allows go on).
     fn close_window(&self, now: bool) {
         let (suppressed, first, secs) = {
             let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
             let elapsed = r.since.elapsed();
-            if !now && elapsed < REFUSAL_WINDOW {
+            if elapsed >= REFUSAL_WINDOW {
+                let r = std::mem::replace(&mut *r, Refusals::new());
+                (r.suppressed, r.first, elapsed.as_secs_f64())
+            } else if now {
+                (
+                    std::mem::take(&mut r.suppressed),
+                    r.first.take(),
+                    elapsed.as_secs_f64(),
+                )
+            } else {
                 return;
             }
-            let r = std::mem::replace(&mut *r, Refusals::new());
-            (r.suppressed, r.first, elapsed.as_secs_f64())
         };
         let Some(first) = first else { return };
         self.write(&AuditEntry {

@@ -177,9 +177,12 @@ pub fn admit(
     tls: bool,
     path: &str,
     headers: &http::HeaderMap,
-    peer: PeerCert,
+    peer_cert: impl Fn() -> PeerCert,
 ) -> Result<Caller, Status> {
-    if tls && peer == PeerCert::None && operation(path) == "ClusterService/Join" {
+    // The certificate is parsed only when it matters, and once.
+    let parsed = std::cell::OnceCell::new();
+    let peer = || *parsed.get_or_init(&peer_cert);
+    if tls && peer() == PeerCert::None && operation(path) == "ClusterService/Join" {
         return Err(Status::unauthenticated(
             "joining a TLS cluster needs a certificate signed by the cluster CA \
              (--tls-cert and --tls-key)",
@@ -189,8 +192,10 @@ pub fn admit(
         Status::unavailable(format!("cannot read the key store: {e}"))
     };
     let enabled = keys::enabled(&store.state).map_err(unreadable)?;
-    // Another node of the cluster, when keys are on: it knows the node secret.
+    // Another node of the cluster, when keys are on: it knows the node secret (and, with TLS,
+    // presents a node's certificate).
     let from_node = enabled
+        && (!tls || peer() == PeerCert::Node)
         && match (
             headers.get(NODE_AUTH).and_then(|v| v.to_str().ok()),
             keys::node_secret(&store.state).map_err(unreadable)?,
@@ -199,10 +204,10 @@ pub fn admit(
             _ => false,
         };
     match need(path) {
-        Need::Node if tls && peer == PeerCert::None => Err(Status::unauthenticated(
+        Need::Node if tls && peer() == PeerCert::None => Err(Status::unauthenticated(
             "node-to-node calls need a certificate signed by the cluster CA",
         )),
-        Need::Node if tls && peer == PeerCert::Client => Err(Status::unauthenticated(
+        Need::Node if tls && peer() == PeerCert::Client => Err(Status::unauthenticated(
             "node-to-node calls need a node's certificate (made by `aide cert issue NAME`); \
              this one is a client's",
         )),
@@ -245,7 +250,7 @@ pub fn admit(
                 key: Some(key.clone()),
                 ..Default::default()
             };
-            if key.revoked_at.is_some() {
+            if !key.is_live() {
                 return Err(Status::unauthenticated(format!(
                     "API key {} has been revoked",
                     key.accessor
@@ -294,7 +299,7 @@ pub fn still_allowed(store: &Store, accessor: &str) -> Result<(), Status> {
         return Ok(());
     }
     match keys::key(&store.state, accessor).map_err(read)? {
-        Some(k) if k.revoked_at.is_none() => Ok(()),
+        Some(k) if k.is_live() => Ok(()),
         _ => Err(Status::unauthenticated(format!(
             "API key {accessor} has been revoked"
         ))),
@@ -361,9 +366,11 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let peer_cert = crate::tls::peer_cert(req.extensions());
         let g = &self.layer;
-        match admit(&g.store, g.tls, path, req.headers(), peer_cert) {
+        let extensions = req.extensions();
+        match admit(&g.store, g.tls, path, req.headers(), || {
+            crate::tls::peer_cert(extensions)
+        }) {
             Ok(mut caller) => {
                 let need = need(path);
                 // Writes bind their request id to the call; membership changes are audited here
@@ -392,14 +399,21 @@ where
                 })
             }
             Err(status) => {
-                g.audit.refused(&AuditEntry {
+                let entry = AuditEntry {
                     node: g.node_id,
                     accessor: claimed_accessor(req.headers()),
                     project: project_of(req.headers()),
                     operation: operation(path),
                     target: String::new(),
                     result: format!("denied: {}", status.message()),
-                });
+                };
+                // A caller without a live key is counted beyond a rate (a flood must not rotate
+                // the real lines away); a live key refused its project or role is always written.
+                if status.code() == tonic::Code::Unauthenticated {
+                    g.audit.refused(&entry);
+                } else {
+                    g.audit.write(&entry);
+                }
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

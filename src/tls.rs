@@ -51,6 +51,17 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     if chain.is_empty() {
         return Err(bad("certificate", &files.cert, &"no certificate in it"));
     }
+    if !is_node_cert(chain[0].as_ref()) {
+        return Err(bad(
+            "certificate",
+            &files.cert,
+            &format!(
+                "it does not name {NODE_NAME}, which nodes require of each other's \
+                 certificates; make node certificates with `aide cert issue NAME` (without \
+                 --client), or add the DNS name {NODE_NAME} to them"
+            ),
+        ));
+    }
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "key")?)
         .map_err(|e| bad("key", &files.key, &e))?;
     let roots = roots(&files.ca)?;

@@ -400,7 +400,7 @@ fn bench_measures_every_operation_against_a_node() {
             "--keys",
             "50",
             "--duration",
-            "5s",
+            "60s",
             "--warmup",
             "0s",
             "--max-ops",

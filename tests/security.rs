@@ -508,6 +508,7 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
 
 /// Whether bytes this test process sent to local port `port` wait unread at the receiver (read
 /// off /proc/net/tcp: our sockets by their inodes, the receiving end by the port pair).
+#[cfg(target_os = "linux")]
 fn unread_bytes_from_us(port: u16) -> bool {
     let mine: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fd")
         .into_iter()
@@ -541,8 +542,10 @@ fn unread_bytes_from_us(port: u16) -> bool {
 
 /// A follower paused while a key was revoked admits a linearizable read with that key against
 /// its older copy of the keys; once it has caught up with the leader for the read, it refuses it.
+/// An admin key revoked the same way cannot create a key there (refused where it applies).
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_behind_a_revocation_refuses_a_linearizable_read_with_the_key() {
+async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
     let mut cluster = Cluster::start(3, &[]).await;
     let f = cluster.follower().await;
     let at_f = cluster.nodes[f].addr.clone();
@@ -591,30 +594,96 @@ async fn a_follower_behind_a_revocation_refuses_a_linearizable_read_with_the_key
 
     // Paused, the follower misses the revocation; the read reaches its socket meanwhile.
     let pid = cluster.nodes[f].pid() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let resumed = resume_on_drop(pid);
-    root.auth_revoke_key(RevokeKeyRequest {
-        accessor: key.key.unwrap().accessor,
+    assert!(pid > 0, "the follower is not running");
+    let port: u16 = at_f.rsplit(':').next().unwrap().parse().unwrap();
+    let revoke = |accessor: String| {
+        let root = root.clone();
+        async move {
+            root.auth_revoke_key(RevokeKeyRequest { accessor })
+                .await
+                .unwrap();
+        }
+    };
+    let err = behind_a_revocation(pid, port, revoke(key.key.unwrap().accessor), async move {
+        get(&reader).await
     })
     .await
-    .unwrap();
-    let read = tokio::spawn(async move { get(&reader).await });
-    let port: u16 = at_f.rsplit(':').next().unwrap().parse().unwrap();
+    .expect_err("a revoked key read at a lagging follower");
+    assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
+    assert!(err.message.contains("revoked"), "{}", err.message);
+
+    // The same for an admin key: revoked while the follower slept, it cannot mint a key there.
+    let admin2 = root
+        .auth_create_key(CreateKeyRequest {
+            projects: vec!["*".into()],
+            role: "admin".into(),
+            description: "second admin".into(),
+        })
+        .await
+        .unwrap();
+    let minter = keyed(
+        std::slice::from_ref(&at_f),
+        "p",
+        Some(&admin2.secret),
+        ReadMode::Stale,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&minter).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never knew the admin key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let minted = behind_a_revocation(
+        pid,
+        port,
+        revoke(admin2.key.unwrap().accessor),
+        async move {
+            minter
+                .auth_create_key(CreateKeyRequest {
+                    projects: vec!["*".into()],
+                    role: "admin".into(),
+                    description: "minted by a revoked key".into(),
+                })
+                .await
+        },
+    )
+    .await;
+    let err = minted.expect_err("a revoked admin key minted a key at a lagging follower");
+    assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
+    let keys = root.auth_list_keys(ListKeysRequest {}).await.unwrap().keys;
+    assert!(
+        keys.iter()
+            .all(|k| k.description != "minted by a revoked key"),
+        "{keys:?}"
+    );
+}
+
+/// Pauses the node `pid` (serving on `port`), runs `revoke` through the other nodes, sends
+/// `call` to the paused node, resumes it once the call waits in its socket, and returns the
+/// call's outcome: the node admits the call against its keys from before the revocation.
+#[cfg(target_os = "linux")]
+async fn behind_a_revocation<T: Send + 'static>(
+    pid: i32,
+    port: u16,
+    revoke: impl std::future::Future<Output = ()>,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let resumed = resume_on_drop(pid);
+    revoke.await;
+    let call = tokio::spawn(call);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !unread_bytes_from_us(port) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the read never reached the paused follower"
+            "the call never reached the paused node"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(resumed);
-    let err = read
-        .await
-        .unwrap()
-        .expect_err("a revoked key read at a lagging follower");
-    assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
-    assert!(err.message.contains("revoked"), "{}", err.message);
+    call.await.unwrap()
 }
 
 /// Sends SIGCONT to `pid` when dropped (also when the test fails while it is paused).

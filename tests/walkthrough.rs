@@ -22,14 +22,13 @@ fn free_ports() -> [u16; 3] {
     [0, 1, 2].map(|i| l[i].local_addr().unwrap().port())
 }
 
-fn script(name: &str, dir: &Path, ports: &str, args: &[&str]) -> Output {
+fn script(name: &str, dir: &Path, ports: &str, args: &[&str]) -> std::io::Result<Output> {
     Command::new(root().join("scripts").join(name))
         .args(args)
         .env("AIDE_BIN", aide_bin())
         .env("AIDE_CLUSTER_DIR", dir)
         .env("AIDE_CLUSTER_PORTS", ports)
         .output()
-        .unwrap()
 }
 
 /// Stops the cluster when the test ends, also when it fails.
@@ -37,7 +36,7 @@ struct Down<'a>(&'a Path, String);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        script("cluster-down.sh", self.0, &self.1, &[]);
+        let _ = script("cluster-down.sh", self.0, &self.1, &[]);
     }
 }
 
@@ -90,16 +89,27 @@ fn secret(printed: &str) -> String {
 fn the_readme_tls_and_api_key_walkthrough() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
-    let ports = free_ports();
-    let port_list = ports.map(|p| p.to_string()).join(",");
-    let up = script("cluster-up.sh", &dir, &port_list, &["--tls"]);
-    let _down = Down(&dir, port_list.clone());
-    let printed = String::from_utf8_lossy(&up.stdout).into_owned();
-    assert!(
-        up.status.success(),
-        "cluster-up.sh --tls: {printed}{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    // The ports were free a moment before the nodes bind them; should another process take one
+    // meanwhile, start again on new ones.
+    let mut attempt = 0;
+    let (ports, port_list, printed, _down) = loop {
+        attempt += 1;
+        let ports = free_ports();
+        let port_list = ports.map(|p| p.to_string()).join(",");
+        let up = script("cluster-up.sh", &dir, &port_list, &["--tls"]).unwrap();
+        let down = Down(&dir, port_list.clone());
+        let printed = String::from_utf8_lossy(&up.stdout).into_owned();
+        if up.status.success() {
+            break (ports, port_list, printed, down);
+        }
+        let why = format!("{printed}{}", String::from_utf8_lossy(&up.stderr));
+        drop(down);
+        assert!(
+            attempt < 3 && why.contains("in use"),
+            "cluster-up.sh --tls: {why}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    };
     let remote = ports.map(|p| format!("127.0.0.1:{p}")).join(",");
     let ca = dir.join("certs/ca.pem");
     assert!(
@@ -226,7 +236,7 @@ fn the_readme_tls_and_api_key_walkthrough() {
     );
 
     // cluster-down.sh stops the three nodes it started.
-    let down = script("cluster-down.sh", &dir, &port_list, &[]);
+    let down = script("cluster-down.sh", &dir, &port_list, &[]).unwrap();
     let stopped = String::from_utf8_lossy(&down.stdout);
     for id in 1..=3 {
         assert!(stopped.contains(&format!("stopped node{id}")), "{stopped}");

@@ -67,7 +67,7 @@ pub(super) fn revoke(
             id: accessor.to_string(),
         }));
     };
-    if k.revoked_at.is_none() {
+    if k.is_live() {
         k.revoked_at = Some(now);
         records::put(w, keys::api_key(accessor), &k);
     }

@@ -123,7 +123,7 @@ fn revoked_key(w: &dyn KvWrite, accessor: &str) -> Result<Option<CommandResult>,
         return Ok(None);
     }
     Ok(match auth::key(w, accessor)? {
-        Some(k) if k.revoked_at.is_none() => None,
+        Some(k) if k.is_live() => None,
         _ => Some(CommandResult::Rejected(Rejection::Unauthorized(format!(
             "API key {accessor} has been revoked"
         )))),

@@ -36,12 +36,23 @@ fn caller_of<T>(req: &Request<T>) -> Caller {
 }
 
 impl Auth {
-    /// Proposes a key command; a fresh key's secret goes back to the caller only.
-    async fn propose(&self, command: impl FnOnce(i64) -> Command) -> Result<ApiKey, Status> {
+    /// Proposes a key command made by `caller`; a fresh key's secret goes back to the caller
+    /// only. The command carries the caller's key, so that it is refused where it applies if
+    /// that key was revoked first (a node behind the revocation cannot let a revoked admin
+    /// mint or revoke keys).
+    async fn propose(
+        &self,
+        caller: &Caller,
+        command: impl FnOnce(i64) -> Command,
+    ) -> Result<ApiKey, Status> {
         let meta = WriteMeta {
             project: DEFAULT_PROJECT.to_string(),
             request_id: String::new(),
-            accessor: String::new(),
+            accessor: caller
+                .key
+                .as_ref()
+                .map(|k| k.accessor.clone())
+                .unwrap_or_default(),
         };
         let (result, _) = self
             .node
@@ -73,7 +84,7 @@ impl Auth {
         let target = accessor.clone();
         let (secret, hash) = new_secret(&accessor);
         let key = self
-            .propose(|now| {
+            .propose(caller, |now| {
                 let key = ApiKey {
                     accessor,
                     hash,
@@ -201,9 +212,10 @@ impl AuthService for Auth {
 
     async fn list_keys(
         &self,
-        _req: Request<pb::ListKeysRequest>,
+        req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         self.node.read_barrier(ReadOptions::default()).await?;
+        crate::auth::still_allowed(&self.node.store, &caller_of(&req).accessor)?;
         let keys = keys::list(&self.node.store.state)
             .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?;
         Ok(Response::new(pb::ListKeysResponse {
@@ -231,7 +243,9 @@ impl AuthService for Auth {
             }
         }
         let target = accessor.clone();
-        let r = self.propose(|_| Command::AuthKeyRevoke { accessor }).await;
+        let r = self
+            .propose(&caller, |_| Command::AuthKeyRevoke { accessor })
+            .await;
         self.audit(&caller, "auth.key_revoke", &target, &r);
         Ok(Response::new(pb::RevokeKeyResponse {
             key: Some(key_info(&r?)),
@@ -242,6 +256,7 @@ impl AuthService for Auth {
         &self,
         req: Request<pb::AuditTailRequest>,
     ) -> Result<Response<pb::AuditTailResponse>, Status> {
+        crate::auth::still_allowed(&self.node.store, &caller_of(&req).accessor)?;
         let n = match req.into_inner().lines {
             0 => 50,
             n => n.min(10_000) as usize,

@@ -26,6 +26,24 @@ pub struct Cluster {
     node: Arc<Node>,
 }
 
+impl Cluster {
+    /// For a membership change by an operator's key: the key checked again once this node has
+    /// caught up with the leader (a node behind a revocation must not let a revoked admin change
+    /// the membership). Calls nodes forward, and calls without keys, need no more.
+    async fn still_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(caller) = req.extensions().get::<crate::auth::Caller>() else {
+            return Ok(());
+        };
+        if caller.key.is_none() {
+            return Ok(());
+        }
+        self.node
+            .read_barrier(crate::node::ReadOptions::default())
+            .await?;
+        crate::auth::still_allowed(&self.node.store, &caller.accessor)
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for Cluster {
     async fn init(
@@ -69,6 +87,7 @@ impl ClusterService for Cluster {
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        self.still_admin(&req).await?;
         let r = req.into_inner();
         crate::command::validate::required_name("address", &r.address)?;
         let id = self.node.join(r.node_id, &r.address).await?;
@@ -81,8 +100,9 @@ impl ClusterService for Cluster {
 
     async fn leave(
         &self,
-        _: Request<pb::LeaveRequest>,
+        req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.still_admin(&req).await?;
         let members = self.node.remove(self.node.id).await?;
         Ok(Response::new(pb::LeaveResponse { members }))
     }
@@ -91,6 +111,7 @@ impl ClusterService for Cluster {
         &self,
         req: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
+        self.still_admin(&req).await?;
         let members = self.node.remove(req.into_inner().node_id).await?;
         Ok(Response::new(pb::RemoveResponse { members }))
     }

@@ -114,8 +114,23 @@ impl Api {
     /// by a node that had not applied the revocation when the read came in).
     async fn barrier(&self, meta: &RequestMeta) -> Result<u64, Status> {
         let index = self.node.read_barrier(meta.read).await?;
-        crate::auth::still_allowed(&self.node.store, &meta.accessor)?;
+        if let Err(status) = crate::auth::still_allowed(&self.node.store, &meta.accessor) {
+            self.refused(meta, "read", &status);
+            return Err(status);
+        }
         Ok(index)
+    }
+
+    /// An audit line for a call refused after the guard let it in.
+    fn refused(&self, meta: &RequestMeta, operation: &str, status: &Status) {
+        self.node.audit.refused(&crate::audit::AuditEntry {
+            node: self.node.id,
+            accessor: meta.accessor.clone(),
+            project: meta.project().to_string(),
+            operation: operation.to_string(),
+            target: String::new(),
+            result: format!("denied: {}", status.message()),
+        });
     }
 }
 

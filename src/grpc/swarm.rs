@@ -2,7 +2,7 @@
 //! after apply. A watcher that falls too far behind is told so and its stream ends.
 
 use super::convert;
-use super::meta::request_meta;
+use super::meta::{request_meta, RequestMeta};
 use super::pb::aidememory::{self as pb, swarm_service_server::SwarmService};
 use super::Api;
 use crate::apply::Effect;
@@ -19,18 +19,30 @@ type Watch<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl Api {
     /// A stream of what `select` picks from the node's changes, until the client goes away or
     /// the node stops.
-    /// The caller's key (`accessor`, empty for none) is checked again before each change is
-    /// sent: a stream ends when its key is revoked, or when keys are enabled after it opened.
+    /// The caller's key (`accessor`, empty for none) is checked again when the stream opens and
+    /// before each change is sent: a stream ends when its key is revoked, or when keys are
+    /// enabled after it opened.
     fn watch<T: Send + 'static>(
         &self,
-        accessor: String,
+        meta: &RequestMeta,
         select: impl Fn(&Effect) -> Option<T> + Send + 'static,
     ) -> Watch<T> {
         let store = self.node.store.clone();
-        let still_allowed = move || crate::auth::still_allowed(&store, &accessor);
+        let api = self.clone();
+        let meta = meta.clone();
+        // A refusal is audited like the guard's.
+        let still_allowed = move || {
+            crate::auth::still_allowed(&store, &meta.accessor).inspect_err(|status| {
+                api.refused(&meta, "watch", status);
+            })
+        };
         let mut changes = self.node.events.subscribe();
         let mut closing = self.node.closing.clone();
         let (tx, rx) = mpsc::channel(256);
+        if let Err(status) = still_allowed() {
+            let _ = tx.try_send(Err(status));
+            return Box::pin(ReceiverStream::new(rx));
+        }
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -87,20 +99,17 @@ impl SwarmService for Api {
         };
         validate::name("parent_session_id", &r.parent_session_id)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(
-            meta.accessor.clone(),
-            move |e| match e {
-                Effect::Task { project: p, task }
-                    if *p == project
-                        && status.is_none_or(|s| task.status == s)
-                        && (r.parent_session_id.is_empty()
-                            || task.parent_session_id == r.parent_session_id) =>
-                {
-                    Some(convert::task(task))
-                }
-                _ => None,
-            },
-        )))
+        Ok(Response::new(self.watch(&meta, move |e| match e {
+            Effect::Task { project: p, task }
+                if *p == project
+                    && status.is_none_or(|s| task.status == s)
+                    && (r.parent_session_id.is_empty()
+                        || task.parent_session_id == r.parent_session_id) =>
+            {
+                Some(convert::task(task))
+            }
+            _ => None,
+        })))
     }
 
     async fn watch_messages(
@@ -113,23 +122,20 @@ impl SwarmService for Api {
         validate::name("parent_session_id", &r.parent_session_id)?;
         validate::name("priority", &r.priority)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(
-            meta.accessor.clone(),
-            move |e| match e {
-                Effect::Message {
-                    project: p,
-                    message: m,
-                } if *p == project
-                    && m.visible_to(&r.agent_id)
-                    && (r.parent_session_id.is_empty()
-                        || m.parent_session_id == r.parent_session_id)
-                    && (r.priority.is_empty() || m.priority == r.priority) =>
-                {
-                    Some(convert::message(m))
-                }
-                _ => None,
-            },
-        )))
+        Ok(Response::new(self.watch(&meta, move |e| match e {
+            Effect::Message {
+                project: p,
+                message: m,
+            } if *p == project
+                && m.visible_to(&r.agent_id)
+                && (r.parent_session_id.is_empty()
+                    || m.parent_session_id == r.parent_session_id)
+                && (r.priority.is_empty() || m.priority == r.priority) =>
+            {
+                Some(convert::message(m))
+            }
+            _ => None,
+        })))
     }
 
     async fn watch_state(
@@ -141,25 +147,22 @@ impl SwarmService for Api {
         validate::name("agent_id", &r.agent_id)?;
         validate::name("key_prefix", &r.key_prefix)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(
-            meta.accessor.clone(),
-            move |e| match e {
-                Effect::State {
-                    project: p,
-                    state,
-                    deleted,
-                } if *p == project
-                    && (r.agent_id.is_empty() || state.agent == r.agent_id)
-                    && key_matches(&state.key, &state.agent, &r.key_prefix) =>
-                {
-                    Some(pb::StateChange {
-                        state: Some(convert::state(state)),
-                        change: if *deleted { "delete" } else { "set" }.to_string(),
-                    })
-                }
-                _ => None,
-            },
-        )))
+        Ok(Response::new(self.watch(&meta, move |e| match e {
+            Effect::State {
+                project: p,
+                state,
+                deleted,
+            } if *p == project
+                && (r.agent_id.is_empty() || state.agent == r.agent_id)
+                && key_matches(&state.key, &state.agent, &r.key_prefix) =>
+            {
+                Some(pb::StateChange {
+                    state: Some(convert::state(state)),
+                    change: if *deleted { "delete" } else { "set" }.to_string(),
+                })
+            }
+            _ => None,
+        })))
     }
 }
 

@@ -55,6 +55,11 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// Whether the key has not been revoked.
+    pub fn is_live(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+
     /// Whether the key may touch `project`.
     pub fn allows(&self, project: &str) -> bool {
         self.projects
