@@ -542,7 +542,8 @@ fn unread_bytes_from_us(port: u16) -> bool {
 
 /// A follower paused while a key was revoked admits a linearizable read with that key against
 /// its older copy of the keys; once it has caught up with the leader for the read, it refuses it.
-/// An admin key revoked the same way cannot create a key there (refused where it applies).
+/// An admin key revoked the same way cannot create a key there (refused where it applies), nor
+/// remove a member.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
@@ -658,6 +659,51 @@ async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
             .all(|k| k.description != "minted by a revoked key"),
         "{keys:?}"
     );
+
+    // Nor can it change the membership there.
+    use aide::grpc::pb::cluster::{MembersRequest, RemoveRequest};
+    let admin3 = root
+        .auth_create_key(CreateKeyRequest {
+            projects: vec!["*".into()],
+            role: "admin".into(),
+            description: "third admin".into(),
+        })
+        .await
+        .unwrap();
+    let operator = keyed(
+        std::slice::from_ref(&at_f),
+        "p",
+        Some(&admin3.secret),
+        ReadMode::Stale,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&operator).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never knew the admin key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = cluster.nodes[(0..3).find(|&i| i != f).unwrap()].id;
+    let removed = behind_a_revocation(
+        pid,
+        port,
+        revoke(admin3.key.unwrap().accessor),
+        async move {
+            operator
+                .cluster_remove(RemoveRequest { node_id: other })
+                .await
+        },
+    )
+    .await;
+    let err = removed.expect_err("a revoked admin key removed a node at a lagging follower");
+    assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
+    let members = root
+        .cluster_members(MembersRequest {})
+        .await
+        .unwrap()
+        .members;
+    assert_eq!(members.len(), 3, "{members:?}");
 }
 
 /// Pauses the node `pid` (serving on `port`), runs `revoke` through the other nodes, sends
