@@ -563,35 +563,15 @@ async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
         .unwrap()
         .secret;
     let root = keyed(&others, "p", Some(&admin), ReadMode::Linearizable);
-    let key = root
-        .auth_create_key(CreateKeyRequest {
-            projects: vec!["p".into()],
-            role: "write".into(),
-            description: "revoked while a node sleeps".into(),
-        })
-        .await
-        .unwrap();
+    // The follower serves the key (its connection to the follower stays open for the next read).
+    let (reader, key, secret) =
+        key_served_at(&root, &at_f, "p", "write", ReadMode::Linearizable).await;
     set(
-        &keyed(&others, "p", Some(&key.secret), ReadMode::Linearizable),
+        &keyed(&others, "p", Some(&secret), ReadMode::Linearizable),
         "v",
     )
     .await
     .unwrap();
-    // The follower serves the key (its connection to the follower stays open for the next read).
-    let reader = keyed(
-        std::slice::from_ref(&at_f),
-        "p",
-        Some(&key.secret),
-        ReadMode::Linearizable,
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(&reader).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the follower never served the key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     // Paused, the follower misses the revocation; the read reaches its socket meanwhile.
     let pid = cluster.nodes[f].pid() as i32;
@@ -605,51 +585,23 @@ async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
                 .unwrap();
         }
     };
-    let err = behind_a_revocation(pid, port, revoke(key.key.unwrap().accessor), async move {
-        get(&reader).await
-    })
-    .await
-    .expect_err("a revoked key read at a lagging follower");
+    let err = behind_a_revocation(pid, port, revoke(key), async move { get(&reader).await })
+        .await
+        .expect_err("a revoked key read at a lagging follower");
     assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
     assert!(err.message.contains("revoked"), "{}", err.message);
 
     // The same for an admin key: revoked while the follower slept, it cannot mint a key there.
-    let admin2 = root
-        .auth_create_key(CreateKeyRequest {
-            projects: vec!["*".into()],
-            role: "admin".into(),
-            description: "second admin".into(),
-        })
-        .await
-        .unwrap();
-    let minter = keyed(
-        std::slice::from_ref(&at_f),
-        "p",
-        Some(&admin2.secret),
-        ReadMode::Stale,
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(&minter).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the follower never knew the admin key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let minted = behind_a_revocation(
-        pid,
-        port,
-        revoke(admin2.key.unwrap().accessor),
-        async move {
-            minter
-                .auth_create_key(CreateKeyRequest {
-                    projects: vec!["*".into()],
-                    role: "admin".into(),
-                    description: "minted by a revoked key".into(),
-                })
-                .await
-        },
-    )
+    let (minter, admin2, _) = key_served_at(&root, &at_f, "*", "admin", ReadMode::Stale).await;
+    let minted = behind_a_revocation(pid, port, revoke(admin2), async move {
+        minter
+            .auth_create_key(CreateKeyRequest {
+                projects: vec!["*".into()],
+                role: "admin".into(),
+                description: "minted by a revoked key".into(),
+            })
+            .await
+    })
     .await;
     let err = minted.expect_err("a revoked admin key minted a key at a lagging follower");
     assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
@@ -662,39 +614,13 @@ async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
 
     // Nor can it change the membership there.
     use aide::grpc::pb::cluster::{MembersRequest, RemoveRequest};
-    let admin3 = root
-        .auth_create_key(CreateKeyRequest {
-            projects: vec!["*".into()],
-            role: "admin".into(),
-            description: "third admin".into(),
-        })
-        .await
-        .unwrap();
-    let operator = keyed(
-        std::slice::from_ref(&at_f),
-        "p",
-        Some(&admin3.secret),
-        ReadMode::Stale,
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(&operator).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the follower never knew the admin key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (operator, admin3, _) = key_served_at(&root, &at_f, "*", "admin", ReadMode::Stale).await;
     let other = cluster.nodes[(0..3).find(|&i| i != f).unwrap()].id;
-    let removed = behind_a_revocation(
-        pid,
-        port,
-        revoke(admin3.key.unwrap().accessor),
-        async move {
-            operator
-                .cluster_remove(RemoveRequest { node_id: other })
-                .await
-        },
-    )
+    let removed = behind_a_revocation(pid, port, revoke(admin3), async move {
+        operator
+            .cluster_remove(RemoveRequest { node_id: other })
+            .await
+    })
     .await;
     let err = removed.expect_err("a revoked admin key removed a node at a lagging follower");
     assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
@@ -704,6 +630,37 @@ async fn a_follower_behind_a_revocation_refuses_the_revoked_keys() {
         .unwrap()
         .members;
     assert_eq!(members.len(), 3, "{members:?}");
+}
+
+/// A new key with `role` on `project` made by `root`, and a client with it at `addr` once that
+/// node serves it (the client keeps its connection for the next call); also the key's accessor
+/// and secret.
+async fn key_served_at(
+    root: &Client,
+    addr: &str,
+    project: &str,
+    role: &str,
+    mode: ReadMode,
+) -> (Client, String, String) {
+    let created = root
+        .auth_create_key(CreateKeyRequest {
+            projects: vec![project.into()],
+            role: role.into(),
+            description: format!("{role} key"),
+        })
+        .await
+        .unwrap();
+    let client = keyed(&[addr.to_string()], "p", Some(&created.secret), mode);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = get(&client).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node at {addr} never served the key: {}",
+            e.message
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (client, created.key.unwrap().accessor, created.secret)
 }
 
 /// Pauses the node `pid` (serving on `port`), runs `revoke` through the other nodes, sends
