@@ -468,20 +468,14 @@ fn the_cli_finds_the_cluster_in_its_config_file() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(common::aide_bin())
-            .current_dir(tmp.path())
-            .args(args)
-            .env("AIDE_CONFIG", &config)
-            .env_remove("AIDE_REMOTE")
-            .env_remove("AIDE_PROJECT")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "aide {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::succeed(
+            std::process::Command::new(common::aide_bin())
+                .current_dir(tmp.path())
+                .args(args)
+                .env("AIDE_CONFIG", &config)
+                .env_remove("AIDE_REMOTE")
+                .env_remove("AIDE_PROJECT"),
+        )
     };
     run(&["state", "set", "where", "from the config file"]);
     assert_eq!(

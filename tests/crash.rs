@@ -195,22 +195,8 @@ async fn a_kill_during_writes_loses_no_acknowledged_write() {
     }
     let acked = acked.lock().unwrap().clone();
     node.restart();
-    let stored: BTreeSet<String> = node
-        .client("inflight")
-        .state_list(StateListRequest::default())
-        .await
-        .unwrap()
-        .states
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
-    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost, e.g. {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
+    let stored = state_keys(&node.client("inflight")).await;
+    assert_none_lost("state writes", &acked, &stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,22 +299,7 @@ async fn a_kill_of_every_node_during_heavy_writes_loses_no_acknowledged_write() 
     }
     cluster.wait_voters(3).await;
     let c = client_for(&cluster.addrs(), "all", ReadMode::Linearizable);
-    let stored: BTreeSet<String> = c
-        .state_list(StateListRequest::default())
-        .await
-        .unwrap()
-        .states
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
-    let lost: Vec<&String> = keys.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged state writes lost, e.g. {:?}",
-        lost.len(),
-        keys.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_none_lost("state writes", &keys, &state_keys(&c).await);
     let ids: BTreeSet<String> = c
         .memory_list(MemoryListRequest {
             limit: 100_000,
@@ -340,8 +311,7 @@ async fn a_kill_of_every_node_during_heavy_writes_loses_no_acknowledged_write() 
         .into_iter()
         .map(|m| m.id)
         .collect();
-    let lost: Vec<&String> = memories.iter().filter(|id| !ids.contains(*id)).collect();
-    assert!(lost.is_empty(), "acknowledged memories lost: {lost:?}");
+    assert_none_lost("memories", &memories, &ids);
     // Every node has it, not just the leader.
     let last = cluster.leader().await;
     let index = cluster
@@ -365,4 +335,32 @@ async fn a_kill_of_every_node_during_heavy_writes_loses_no_acknowledged_write() 
             .len();
         assert!(n >= keys.len(), "node {i} holds {n} keys of {}", keys.len());
     }
+}
+
+/// The state keys `c` lists.
+async fn state_keys(c: &Client) -> BTreeSet<String> {
+    c.state_list(StateListRequest::default())
+        .await
+        .unwrap()
+        .states
+        .into_iter()
+        .map(|s| s.key)
+        .collect()
+}
+
+/// Fails naming (some of) the acknowledged `what` missing from `stored`.
+fn assert_none_lost<'a>(
+    what: &str,
+    acked: impl IntoIterator<Item = &'a String>,
+    stored: &BTreeSet<String>,
+) {
+    let acked: Vec<&String> = acked.into_iter().collect();
+    let lost: Vec<&&String> = acked.iter().filter(|k| !stored.contains(**k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged {what} lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
 }

@@ -16,15 +16,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 fn aide(args: &[&str]) {
-    let out = std::process::Command::new(aide_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "aide {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeed(std::process::Command::new(aide_bin()).args(args));
 }
 
 fn certs(dir: &Path, names: &[&str]) {

@@ -244,6 +244,17 @@ pub fn cli_with_config(remote: &str, config: &Path, args: &[&str]) -> CliOutput 
     }
 }
 
+/// Runs `cmd` (an `aide` command line), asserting it succeeded; its stdout.
+pub fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run aide");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub mod cluster;
 pub mod rng;
 
