@@ -17,6 +17,7 @@
 //! - [`auth`] — API keys, the role each RPC needs, and the guard in front of every service.
 //! - [`audit`] — the audit log of writes, refusals, membership and key changes.
 //! - [`tls`] — TLS for servers and clients, certificate reloading, development certificates.
+//! - [`wire`] — the TCP connections under gRPC (one write per small call).
 //! - [`fuzz`] — what the fuzz targets in `fuzz/` run (also run on stable by a test).
 //! - [`cli`] — the `aide` command line.
 
@@ -38,6 +39,7 @@ pub mod raft;
 pub mod search;
 pub mod storage;
 pub mod tls;
+pub mod wire;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -151,7 +151,9 @@ impl Reloading {
         listener: TcpListener,
         audit: Arc<crate::audit::AuditLog>,
         node: u64,
-    ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    ) -> tokio_stream::wrappers::ReceiverStream<
+        Result<crate::wire::Unvectored<TlsStream<TcpStream>>, std::io::Error>,
+    > {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -177,7 +179,7 @@ impl Reloading {
                             .await
                         {
                             Ok(Ok(tls)) => {
-                                let _ = tx.send(Ok(tls)).await;
+                                let _ = tx.send(Ok(crate::wire::Unvectored(tls))).await;
                                 return;
                             }
                             Ok(Err(e)) => e.to_string(),

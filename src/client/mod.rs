@@ -10,7 +10,7 @@
 
 mod rpc;
 
-use crate::grpc::meta::{APPLIED_INDEX, CONSISTENCY, MIN_INDEX, PROJECT, REQUEST_ID};
+use crate::grpc::meta::{unindexed, APPLIED_INDEX, CONSISTENCY, MIN_INDEX, PROJECT, REQUEST_ID};
 use crate::grpc::pb::aidememory::health_service_client::HealthServiceClient;
 use crate::grpc::pb::aidememory::HealthCheckRequest;
 use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
@@ -263,7 +263,7 @@ impl Client {
             Kind::Write => {
                 md.insert(
                     REQUEST_ID,
-                    request_id.parse().map_err(|_| bad("the request id"))?,
+                    unindexed(request_id.parse().map_err(|_| bad("the request id"))?),
                 );
             }
             Kind::Read => {
@@ -274,7 +274,7 @@ impl Client {
                     );
                 }
                 if let Some(n) = self.config.min_index {
-                    md.insert(MIN_INDEX, n.into());
+                    md.insert(MIN_INDEX, unindexed(n.into()));
                 }
             }
         }

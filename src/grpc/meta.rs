@@ -131,6 +131,17 @@ impl Fnv {
 pub fn respond<T>(body: T, applied_index: u64) -> Response<T> {
     let mut resp = Response::new(body);
     resp.metadata_mut()
-        .insert(APPLIED_INDEX, applied_index.into());
+        .insert(APPLIED_INDEX, unindexed(applied_index.into()));
     resp
+}
+
+/// `value` marked so that HTTP/2 header compression sends it literally instead of adding it
+/// to the connection's table. For values that change with every call (request ids, indexes):
+/// indexed, each would push the headers that do repeat (project, content type, timeout) out of
+/// the table and lengthen the list of same-named entries every later header is compared with.
+pub fn unindexed(
+    mut value: tonic::metadata::AsciiMetadataValue,
+) -> tonic::metadata::AsciiMetadataValue {
+    value.set_sensitive(true);
+    value
 }

@@ -252,10 +252,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             let incoming = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 |conn| {
-                    if let Ok(stream) = &conn {
+                    conn.map(|stream| {
                         let _ = stream.set_nodelay(true);
-                    }
-                    conn
+                        crate::wire::Unvectored(stream)
+                    })
                 },
             );
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))

@@ -79,10 +79,9 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     };
     Ok(endpoint
         .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true)
-        .connect_lazy())
+        .connect_with_connector_lazy(crate::wire::Connector))
 }
 
 fn connect(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
