@@ -132,6 +132,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let (applied, _) = stored_applied(&store)?;
     let applied = applied.map_or(0, |l| l.index);
     check_durable(&store, applied)?;
+    let log = LogStore::open(store.clone())?;
     crate::auth::bootstrap_token(&config.data_dir)
         .map_err(|e| StoreError::io(&config.data_dir, e))?;
     let search = Arc::new(SearchIndex::open(&store, applied)?);
@@ -181,7 +182,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             isolation: isolation.clone(),
             store: store.clone(),
         },
-        LogStore::new(store.clone()),
+        log,
         StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
     )
     .await
@@ -278,15 +279,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     })
 }
 
-/// Refuses a store that holds less than it once recorded as durable: its database lost data.
+/// Refuses a store whose database holds less than it once recorded as durable: it lost data
+/// (sled takes a damaged file for a torn write and opens what is left), the vote included. The
+/// mark is written after the database is flushed, so a sound database holds at least up to it.
+/// The log checks its own records when it opens.
 fn check_durable(store: &Store, applied: u64) -> Result<(), StartError> {
     let Some(mark) = store.durable_mark()? else {
         return Ok(());
     };
-    let held = LogStore::new(store.clone())
-        .last_index()
-        .map_err(|e| StartError::Raft(e.to_string()))?
-        .max(applied);
+    let held = applied;
     if held < mark {
         return Err(StoreError::Damaged {
             dir: store.dir().to_path_buf(),

@@ -1,12 +1,18 @@
-//! The Raft log and vote in sled. A vote or an appended entry is flushed to disk
-//! (`flush_async`, on sled's own threads) before openraft is told it is stored.
+//! The Raft log (in [`Wal`] segment files) and the vote (in sled). A vote is flushed to disk
+//! before openraft is told it is saved, appended entries are synced by the log's own thread
+//! before openraft is told they are stored.
 
+use super::wal::Wal;
 use super::{read_err, write_err, Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::storage::codec::{decode, encode};
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, Vote};
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+/// The log's directory inside the data directory.
+pub const LOG_DIR: &str = "raft-log";
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -16,25 +22,47 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    wal: Arc<Wal>,
 }
 
 impl LogStore {
-    pub fn new(store: Store) -> Self {
-        LogStore { store }
+    /// Opens the log of `store`. A log kept in sled's `raft_log` tree by an earlier version
+    /// moves into the log files first.
+    pub fn open(store: Store) -> Result<Self, StoreError> {
+        let purged = match store.raft_meta.get(LAST_PURGED)? {
+            Some(v) => Some(decode::<LogId>(&v)?.index),
+            None => None,
+        };
+        let wal = Wal::open(&store.dir().join(LOG_DIR), purged)?;
+        if !store.raft_log.is_empty() {
+            if wal.is_new() {
+                let mut entries = Vec::new();
+                for item in store.raft_log.iter() {
+                    let (k, v) = item?;
+                    let index = k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+                        StoreError::Codec(format!("a Raft log key of {} bytes", k.len()))
+                    })?;
+                    entries.push((index, v.to_vec()));
+                }
+                let (tx, rx) = std::sync::mpsc::channel();
+                wal.append(entries, Box::new(move |r| drop(tx.send(r))))?;
+                rx.recv()
+                    .map_err(|_| StoreError::Codec("the Raft log's sync thread is gone".into()))?
+                    .map_err(|e| StoreError::io(&store.dir().join(LOG_DIR), e))?;
+            }
+            store.raft_log.clear()?;
+            store.flush_blocking()?;
+        }
+        Ok(LogStore {
+            store,
+            wal: Arc::new(wal),
+        })
     }
 
     /// The highest log index the log holds or has purged (0 for an empty log).
     pub fn last_index(&self) -> Result<u64, StorageError> {
         let purged = self.meta::<LogId>(LAST_PURGED)?.map_or(0, |l| l.index);
-        let last = match self.store.raft_log.last().map_err(read_err)? {
-            Some((k, _)) => k
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(read_err)?,
-            None => 0,
-        };
-        Ok(purged.max(last))
+        Ok(purged.max(self.wal.last_index().unwrap_or(0)))
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -57,10 +85,6 @@ impl LogStore {
     }
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
         &mut self,
@@ -72,18 +96,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(&n) => Bound::Included(index_key(n)),
-            Bound::Excluded(&n) => Bound::Excluded(index_key(n)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(&n) => n.saturating_add(1),
+            Bound::Excluded(&n) => n,
+            Bound::Unbounded => u64::MAX,
         };
         let mut out = Vec::new();
-        for item in self
-            .store
-            .raft_log
-            .range::<[u8; 8], _>((Bound::Included(index_key(start)), end))
-        {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(decode::<Entry>(&v).map_err(read_err)?);
+        for bytes in self.wal.read(start, end).map_err(read_err)? {
+            out.push(decode::<Entry>(&bytes).map_err(read_err)?);
         }
         Ok(out)
     }
@@ -94,8 +113,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.meta(LAST_PURGED)?;
-        let last = match self.store.raft_log.last().map_err(read_err)? {
-            Some((_, v)) => Some(decode::<Entry>(&v).map_err(read_err)?.log_id),
+        let last = match self.wal.last_index() {
+            Some(index) => {
+                let bytes = self.wal.read(index, index + 1).map_err(read_err)?;
+                let entry = bytes.first().ok_or_else(|| {
+                    read_err(StoreError::Codec(format!(
+                        "log entry {index} cannot be read"
+                    )))
+                })?;
+                Some(decode::<Entry>(entry).map_err(read_err)?.log_id)
+            }
             None => last_purged,
         };
         Ok(LogState {
@@ -135,34 +162,74 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), encode(&entry));
-        }
-        self.store.raft_log.apply_batch(batch).map_err(write_err)?;
-        let flushed = self.store.flush().await;
-        callback.log_io_completed(flushed.map_err(|e| std::io::Error::other(e.to_string())));
-        Ok(())
+        let entries: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, encode(&e)))
+            .collect();
+        self.wal
+            .append(
+                entries,
+                Box::new(move |synced| callback.log_io_completed(synced)),
+            )
+            .map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.store.raft_log.range(index_key(log_id.index)..) {
-            let (k, _) = item.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.store.raft_log.apply_batch(batch).map_err(write_err)?;
-        self.flush().await
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.truncate(log_id.index))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The state machine's writes are made durable by sled's own cadence, not with each
+        // append: before entries leave the log, everything applied so far (the snapshot that
+        // replaces them included) and the purge mark itself are made durable.
         self.set_meta(LAST_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for item in self.store.raft_log.range(..=index_key(log_id.index)) {
-            let (k, _) = item.map_err(read_err)?;
-            batch.remove(k);
+        self.flush().await?;
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.purge(log_id.index))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
         }
-        self.store.raft_log.apply_batch(batch).map_err(write_err)?;
-        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_sled_by_an_earlier_version_moves_into_the_log_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        for i in 0..5u64 {
+            store
+                .raft_log
+                .insert(i.to_be_bytes(), encode(&blank(i)))
+                .unwrap();
+        }
+        let mut log = LogStore::open(store.clone()).unwrap();
+        assert!(store.raft_log.is_empty(), "the sled tree is emptied");
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+        let entries = log.try_get_log_entries(1..=3).await.unwrap();
+        let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, [1, 2, 3]);
+        drop(log);
+
+        // Opened again, the files hold the log.
+        let mut log = LogStore::open(store).unwrap();
+        let entries = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(entries.len(), 5);
     }
 }

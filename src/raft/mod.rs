@@ -1,5 +1,5 @@
-//! openraft glue, and nothing else: the type configuration, the log store and state machine
-//! adapters over sled, and the node-to-node network over tonic.
+//! openraft glue, and nothing else: the type configuration, the log store (segment files) and
+//! the state machine adapter over sled, and the node-to-node network over tonic.
 
 // openraft's own error types are large; they are what its traits return.
 #![allow(clippy::result_large_err)]
@@ -7,6 +7,7 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod wal;
 
 use crate::command::{Proposal, ProposalResult};
 use std::io::Cursor;

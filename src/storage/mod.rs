@@ -4,8 +4,10 @@
 //! Data directory layout:
 //! - `aide.meta` — JSON identity of the store (format, store id, node id); its presence marks an
 //!   aide data directory.
-//! - `db/` — sled: trees `raft_log`, `raft_meta` and `state` (every replicated record plus the
-//!   applied log id, written together in one atomic batch).
+//! - `db/` — sled: trees `raft_meta` (vote, committed and purged log ids) and `state` (every
+//!   replicated record plus the applied log id, written together in one atomic batch); the
+//!   `raft_log` tree held the Raft log before it moved to `raft-log/` and is emptied at start.
+//! - `raft-log/` — the Raft log in segment files (`crate::raft::wal`).
 //! - `search/` — the tantivy index, derived from `state` and rebuilt from it when needed.
 //! - `snapshots/` — the newest Raft snapshot.
 //! - `durable.mark` — the applied log index the database last made durable, written after a
@@ -94,7 +96,7 @@ pub struct Store {
     dir: PathBuf,
     meta: StoreMeta,
     db: sled::Db,
-    /// Raft log entries by index.
+    /// Raft log entries by index, as an earlier version kept them (moved out at start).
     pub raft_log: sled::Tree,
     /// Vote, committed and purged log ids.
     pub raft_meta: sled::Tree,
