@@ -132,7 +132,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let (applied, _) = stored_applied(&store)?;
     let applied = applied.map_or(0, |l| l.index);
     check_durable(&store, applied)?;
-    let log = LogStore::open(store.clone())?;
+    let (applied_tx, applied_rx) = watch::channel(applied);
+    let log = LogStore::open(store.clone(), applied_rx.clone())?;
     crate::auth::bootstrap_token(&config.data_dir)
         .map_err(|e| StoreError::io(&config.data_dir, e))?;
     let search = Arc::new(SearchIndex::open(&store, applied)?);
@@ -166,7 +167,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
 
     let (events, _) = broadcast::channel(4096);
-    let (applied_tx, applied_rx) = watch::channel(applied);
     let followers = Followers {
         search: search.clone(),
         events: events.clone(),

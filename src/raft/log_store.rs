@@ -23,32 +23,41 @@ const LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     store: Store,
     wal: Arc<Wal>,
+    /// The state machine's applied index.
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl LogStore {
-    /// Opens the log of `store`. A log kept in sled's `raft_log` tree by an earlier version
-    /// moves into the log files first.
-    pub fn open(store: Store) -> Result<Self, StoreError> {
+    /// Opens the log of `store`; `applied` follows the state machine's applied index. A log
+    /// kept in sled's `raft_log` tree by an earlier version moves into the log files first.
+    pub fn open(
+        store: Store,
+        applied: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<Self, StoreError> {
+        let dir = store.dir().join(LOG_DIR);
         let purged = match store.raft_meta.get(LAST_PURGED)? {
             Some(v) => Some(decode::<LogId>(&v)?.index),
             None => None,
         };
-        let wal = Wal::open(&store.dir().join(LOG_DIR), purged)?;
-        if !store.raft_log.is_empty() {
-            if wal.is_new() {
+        let mut wal = Wal::open(&dir, purged)?;
+        if let Some((last, _)) = store.raft_log.last()? {
+            let last = log_key(&last)?;
+            // The tree is emptied only once the files hold all of it: whatever files there are
+            // before that are a move a crash interrupted, and are started over.
+            if wal.last_index() != Some(last) {
+                drop(wal);
+                std::fs::remove_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+                wal = Wal::open(&dir, purged)?;
                 let mut entries = Vec::new();
                 for item in store.raft_log.iter() {
                     let (k, v) = item?;
-                    let index = k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
-                        StoreError::Codec(format!("a Raft log key of {} bytes", k.len()))
-                    })?;
-                    entries.push((index, v.to_vec()));
+                    entries.push((log_key(&k)?, v.to_vec()));
                 }
                 let (tx, rx) = std::sync::mpsc::channel();
                 wal.append(entries, Box::new(move |r| drop(tx.send(r))))?;
                 rx.recv()
                     .map_err(|_| StoreError::Codec("the Raft log's sync thread is gone".into()))?
-                    .map_err(|e| StoreError::io(&store.dir().join(LOG_DIR), e))?;
+                    .map_err(|e| StoreError::io(&dir, e))?;
             }
             store.raft_log.clear()?;
             store.flush_blocking()?;
@@ -56,6 +65,7 @@ impl LogStore {
         Ok(LogStore {
             store,
             wal: Arc::new(wal),
+            applied,
         })
     }
 
@@ -84,6 +94,16 @@ impl LogStore {
         self.store.flush().await.map_err(write_err)
     }
 }
+
+/// The index a key of the old `raft_log` tree stands for.
+fn log_key(k: &[u8]) -> Result<u64, StoreError> {
+    k.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Codec(format!("a Raft log key of {} bytes", k.len())))
+}
+
+/// How long a purge waits for the state machine to reach the purged index.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
@@ -184,8 +204,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The state machine's writes are made durable by sled's own cadence, not with each
-        // append: before entries leave the log, everything applied so far (the snapshot that
-        // replaces them included) and the purge mark itself are made durable.
+        // append: before entries leave the log, the state machine must have them (openraft
+        // purges as soon as it hands a follower's snapshot to the state machine, before it is
+        // installed), and what it wrote, and the purge mark itself, are made durable.
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout(PURGE_WAIT, applied.wait_for(|a| *a >= log_id.index));
+        if !matches!(reached.await, Ok(Ok(_))) {
+            tracing::warn!(
+                index = log_id.index,
+                "purging the log before the state machine reported reaching it"
+            );
+        }
         self.set_meta(LAST_PURGED, &log_id)?;
         self.flush().await?;
         let wal = self.wal.clone();
@@ -218,7 +247,18 @@ mod tests {
                 .insert(i.to_be_bytes(), encode(&blank(i)))
                 .unwrap();
         }
-        let mut log = LogStore::open(store.clone()).unwrap();
+        // A move a crash interrupted: the files hold only the first two entries.
+        let partial = Wal::open(&tmp.path().join(LOG_DIR), None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let first_two = (0..2u64).map(|i| (i, encode(&blank(i)))).collect();
+        partial
+            .append(first_two, Box::new(move |r| tx.send(r.is_ok()).unwrap()))
+            .unwrap();
+        assert!(rx.recv().unwrap());
+        drop(partial);
+
+        let (_applied, applied_rx) = tokio::sync::watch::channel(0);
+        let mut log = LogStore::open(store.clone(), applied_rx.clone()).unwrap();
         assert!(store.raft_log.is_empty(), "the sled tree is emptied");
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
@@ -228,7 +268,7 @@ mod tests {
         drop(log);
 
         // Opened again, the files hold the log.
-        let mut log = LogStore::open(store).unwrap();
+        let mut log = LogStore::open(store, applied_rx).unwrap();
         let entries = log.try_get_log_entries(0..).await.unwrap();
         assert_eq!(entries.len(), 5);
     }

@@ -1,16 +1,20 @@
 //! The Raft log as append-only segment files in `raft-log/` of the data directory.
 //!
 //! Each segment is named by the index of its first entry (`00000000000000000042.wal`), starts
-//! with [`MAGIC`] and holds records `[index u64][length u32][crc32 u32][entry]` (little endian;
-//! the checksum covers the index, the length and the entry). Appends write their records at the
+//! with [`MAGIC`] and holds records `[index u64][batch u64][length u32][crc32 u32][entry]`
+//! (little endian; `batch` is the index of the first entry written by the same append; the
+//! checksum covers everything before it and the entry). Appends write their records at the
 //! end of the newest segment; a thread of the log's own makes them durable (`fdatasync`) and
 //! then reports them stored, so the caller never waits on the disk. A new segment is started
 //! once the newest holds [`SEGMENT_BYTES`]. Purging deletes whole segments; entries purged but
 //! still in a kept segment are skipped when the log is read back.
 //!
-//! At open, every record is checked. A record cut short or failing its checksum at the very end
-//! of the newest segment is the append a crash interrupted (never reported stored): it is cut
-//! off. Anywhere else, or a gap between indexes, the log is damaged and the node refuses to start.
+//! At open, every record is checked. Only the last append can be torn by a crash (the next one
+//! is written after it is reported stored), and its blocks may reach the disk in any order: a
+//! record cut short or failing its checksum in the newest segment is taken for that append and
+//! cut off, with what follows, unless a sound record of a later append follows it (then it was
+//! stored and reported, and is damaged). Damage in an older segment, or a gap between indexes,
+//! refuses the store.
 //!
 //! The log lives apart from sled because sled rewrites whole pages to append: measured with
 //! `scripts/bench-ab.sh`, keeping the log out of sled took a sixth off the CPU time of a write.
@@ -24,11 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 /// The first bytes of every segment.
-pub const MAGIC: &[u8; 8] = b"AIDEWAL1";
+pub const MAGIC: &[u8; 8] = b"AIDEWAL2";
 /// A segment this large gets no more records.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// The bytes before each record's entry.
-const HEADER: usize = 16;
+const HEADER: usize = 24;
 /// No record is larger (a Raft entry is at most a few MiB).
 const MAX_RECORD: u32 = 128 * 1024 * 1024;
 
@@ -88,21 +92,89 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.wal"))
 }
 
-fn checksum(index: u64, len: u32, entry: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&index.to_le_bytes());
-    h.update(&len.to_le_bytes());
-    h.update(entry);
-    h.finalize()
+/// A record's header.
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    index: u64,
+    batch: u64,
+    len: u32,
+    crc: u32,
 }
 
-/// Appends one record for `entry` at `index` to `out`.
-fn record(out: &mut Vec<u8>, index: u64, entry: &[u8]) {
+impl Head {
+    fn parse(b: &[u8; HEADER]) -> Head {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Head {
+            index: u64_at(0),
+            batch: u64_at(8),
+            len: u32_at(16),
+            crc: u32_at(20),
+        }
+    }
+
+    fn checksum(&self, entry: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.index.to_le_bytes());
+        h.update(&self.batch.to_le_bytes());
+        h.update(&self.len.to_le_bytes());
+        h.update(entry);
+        h.finalize()
+    }
+
+    fn sound(&self, entry: &[u8]) -> bool {
+        self.checksum(entry) == self.crc
+    }
+}
+
+/// Appends one record for `entry` at `index`, written by the append that starts at `batch`.
+fn record(out: &mut Vec<u8>, index: u64, batch: u64, entry: &[u8]) {
     let len = entry.len() as u32;
+    let crc = Head {
+        index,
+        batch,
+        len,
+        crc: 0,
+    }
+    .checksum(entry);
     out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&batch.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&checksum(index, len, entry).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(entry);
+}
+
+/// Whether, after the unsound record at `at` in `file`, a sound record of a later append
+/// follows: then the unsound one had been stored and reported, and is damaged, not torn.
+fn later_append_follows(file: &File, at: u64, size: u64) -> std::io::Result<bool> {
+    let mut head = [0u8; HEADER];
+    let read_head = |pos: u64, head: &mut [u8; HEADER]| -> std::io::Result<Option<Head>> {
+        if size.saturating_sub(pos) < HEADER as u64 {
+            return Ok(None);
+        }
+        file.read_exact_at(head, pos)?;
+        let h = Head::parse(head);
+        let fits = h.len <= MAX_RECORD && size - pos - HEADER as u64 >= u64::from(h.len);
+        Ok(fits.then_some(h))
+    };
+    // The unsound record's own length is all there is to find the next one by.
+    let Some(bad) = read_head(at, &mut head)? else {
+        return Ok(false);
+    };
+    let mut pos = at + HEADER as u64 + u64::from(bad.len);
+    let mut entry = Vec::new();
+    while let Some(h) = read_head(pos, &mut head)? {
+        entry.resize(h.len as usize, 0);
+        file.read_exact_at(&mut entry, pos + HEADER as u64)?;
+        if !h.sound(&entry) {
+            return Ok(false);
+        }
+        if h.batch == h.index {
+            return Ok(true);
+        }
+        pos += HEADER as u64 + u64::from(h.len);
+    }
+    Ok(false)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -143,9 +215,8 @@ fn scan(path: &Path, mut found: impl FnMut(u64, u64, u32)) -> std::io::Result<(u
         }
         let mut head = [0u8; HEADER];
         r.read_exact(&mut head)?;
-        let index = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+        let h = Head::parse(&head);
+        let (index, len) = (h.index, h.len);
         if len > MAX_RECORD || size - offset - (HEADER as u64) < u64::from(len) {
             return Ok((
                 size,
@@ -154,7 +225,7 @@ fn scan(path: &Path, mut found: impl FnMut(u64, u64, u32)) -> std::io::Result<(u
         }
         entry.resize(len as usize, 0);
         r.read_exact(&mut entry)?;
-        if checksum(index, len, &entry) != crc {
+        if !h.sound(&entry) {
             return Ok((
                 size,
                 Tail::Torn(
@@ -223,7 +294,12 @@ impl Wal {
             }
             let len = match tail {
                 Tail::Clean => size,
-                Tail::Torn(at, why) if Some(first) == last_segment => {
+                Tail::Torn(at, why)
+                    if Some(first) == last_segment
+                        && !File::open(&path)
+                            .and_then(|f| later_append_follows(&f, at, size))
+                            .map_err(|e| StoreError::io(&path, e))? =>
+                {
                     // The append a crash interrupted; it was never reported stored.
                     tracing::warn!(segment = %path.display(), offset = at, "cutting off an interrupted append: {why}");
                     let f = OpenOptions::new()
@@ -330,7 +406,7 @@ impl Wal {
                     format!("entries appended out of order at {index}"),
                 ));
             }
-            record(&mut buf, *index, entry);
+            record(&mut buf, *index, start, entry);
             lens.push(entry.len() as u32);
         }
         let mut new_segment = false;
@@ -420,12 +496,12 @@ impl Wal {
             let file = &files[&loc.segment];
             file.read_exact_at(&mut head, loc.offset)
                 .map_err(|e| StoreError::io(&path(), e))?;
-            let index = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
-            let crc = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+            let h = Head::parse(&head);
+            let index = h.index;
             let mut entry = vec![0u8; loc.len as usize];
             file.read_exact_at(&mut entry, loc.offset + HEADER as u64)
                 .map_err(|e| StoreError::io(&path(), e))?;
-            if checksum(index, loc.len, &entry) != crc {
+            if h.len != loc.len || !h.sound(&entry) {
                 return Err(damaged(
                     &self.dir,
                     format!(
@@ -595,17 +671,35 @@ mod tests {
         assert_eq!(wal.read(3, 4).unwrap(), vec![entry(3, 9).1]);
         drop(wal);
 
-        // A flipped byte in the first record, with good records after it.
-        let mut bad = std::fs::read(&path).unwrap();
-        bad[MAGIC.len() + HEADER + 5] ^= 0xff;
-        std::fs::write(&path, &bad).unwrap();
-        // In the newest segment a scan cannot tell this from an append torn by a crash (whose
-        // blocks may reach the disk in any order), so what follows is cut off, as sled does with
-        // its own log; the node's durable mark is what refuses the store when the entries cut
-        // off had been applied and recorded durable.
+        // Entries 1 and 2 were written by one append, 3 by another; now 4 and 5 by one more.
         let wal = Wal::open(&dir, None).unwrap();
-        assert_eq!(wal.last_index(), None);
+        append_sync(&wal, vec![entry(4, 50), entry(5, 50)]);
         drop(wal);
+        let sound = std::fs::read(&path).unwrap();
+        let start_of = |n: usize| {
+            let sizes = [100, 100, 9, 50, 50];
+            MAGIC.len() + sizes[..n - 1].iter().map(|s| HEADER + s).sum::<usize>()
+        };
+
+        // A flipped byte in entry 4: the last append, whose record 5 may have reached the disk
+        // before record 4 did. Taken for a torn append: 4 and 5 are cut off.
+        let mut bad = sound.clone();
+        bad[start_of(4) + HEADER + 1] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let wal = Wal::open(&dir, None).unwrap();
+        assert_eq!(wal.last_index(), Some(3));
+        drop(wal);
+
+        // A flipped byte in entry 1: a later append (3) follows, so entry 1 had been stored
+        // and reported; that is damage, and the store is refused.
+        let mut bad = sound.clone();
+        bad[start_of(1) + HEADER + 1] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let err = Wal::open(&dir, None).err().expect("refused").to_string();
+        assert!(
+            err.contains("damaged") && err.contains("entry 1 fails its checksum"),
+            "{err}"
+        );
 
         // Damage in a segment that is not the newest is refused.
         let dir2 = tmp.path().join("log2");
