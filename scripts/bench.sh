@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's figures: `aide bench` against one node and against the local 3-node cluster
-# (scripts/cluster-up.sh), with 1 and 64 concurrent clients, 256-byte values, RUNS runs each
+# (scripts/cluster-up.sh, fresh, in a temporary directory, stopped at the end), with 1 and 64
+# concurrent clients, 256-byte values, RUNS runs each
 # (default 3); prints the median of the runs for each operation: ops/s, p50 and p99 in ms.
 # Usage: scripts/bench.sh [RUNS]
 set -euo pipefail
@@ -15,6 +16,8 @@ cleanup() {
     kill -TERM "$single" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$single" 2>/dev/null || break; sleep 0.1; done
   fi
+  # The cluster measured is a fresh one of its own, stopped (by PID) when the script ends.
+  AIDE_BIN=$aide AIDE_CLUSTER_DIR="$work/cluster" "$root/scripts/cluster-down.sh" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -47,7 +50,7 @@ single=$!
 for _ in $(seq 1 100); do grep -q "serving on" "$work/single.out" && break; sleep 0.1; done
 measure "1 node" 127.0.0.1:7429
 
-"$root/scripts/cluster-up.sh" >/dev/null
+AIDE_BIN=$aide AIDE_CLUSTER_DIR="$work/cluster" "$root/scripts/cluster-up.sh" >/dev/null
 measure "3 nodes" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
 # 64 clients sharing 4 connections (HTTP/2 multiplexes their calls), as the agents of one
 # Claude Code session share its MCP server's connection.
