@@ -287,13 +287,12 @@ fn check_durable(store: &Store, applied: u64) -> Result<(), StartError> {
     let Some(mark) = store.durable_mark()? else {
         return Ok(());
     };
-    let held = applied;
-    if held < mark {
+    if applied < mark {
         return Err(StoreError::Damaged {
             dir: store.dir().to_path_buf(),
             problem: format!(
                 "its database once held the log up to index {mark} but now holds only up to \
-                 {held}: part of it was lost or damaged; {}",
+                 {applied}: part of it was lost or damaged; {}",
                 crate::storage::RECOVERY
             ),
         }

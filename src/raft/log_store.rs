@@ -69,12 +69,6 @@ impl LogStore {
         })
     }
 
-    /// The highest log index the log holds or has purged (0 for an empty log).
-    pub fn last_index(&self) -> Result<u64, StorageError> {
-        let purged = self.meta::<LogId>(LAST_PURGED)?.map_or(0, |l| l.index);
-        Ok(purged.max(self.wal.last_index().unwrap_or(0)))
-    }
-
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.store.raft_meta.get(key).map_err(read_err)? {
             Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),
