@@ -3,10 +3,11 @@
 # each starting a fresh cluster of build A, then of build B, and measuring one client's state
 # set (p50, 5 s after 2 s of warm-up) and 64 clients' state sets (ops/s, 5 s after a 2 s warm-up
 # run), and for the 64-client run the CPU time spent per write: user + system time of the three
-# node processes (from /proc) and of `aide bench` itself, divided by the writes it made. Prints
-# every round and the median of each column per build.
-# Alternating the builds in one session is what makes differences on a busy 2-core machine
-# visible at all; the CPU time per write moves much less with other load on the machine (the
+# node processes (from /proc) and of `aide bench` itself, divided by the writes it made, and the
+# bytes the three nodes wrote to their disks per write (write_bytes of /proc/PID/io: the log,
+# the database, the audit log). Prints every round and the median of each column per build.
+# Alternating the builds in one session (ABBA order) is what makes differences on a busy 2-core
+# machine visible at all; the CPU time per write moves much less with other load on the machine (the
 # host's included) than ops/s does, so it is the figure to trust when the two disagree.
 # Usage: scripts/bench-ab.sh A_BINARY B_BINARY [ROUNDS]
 #   e.g. git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release)
@@ -30,9 +31,22 @@ node_ticks() {
   done
   echo "$sum"
 }
-echo "round build p50_ms ops_per_s cpu_us_per_write(nodes+bench) cpu_us_per_write(nodes)"
+# Bytes the processes whose PID files are in $1 have written to storage.
+node_disk_bytes() {
+  local sum=0 pid
+  for f in "$1"/node*.pid; do
+    pid=$(cat "$f")
+    sum=$((sum + $(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")))
+  done
+  echo "$sum"
+}
+echo "round build p50_ms ops_per_s cpu_us_per_write(nodes+bench) cpu_us_per_write(nodes) disk_bytes_per_write(nodes)"
 for round in $(seq 1 "$rounds"); do
-  for side in A B; do
+  # A then B in odd rounds, B then A in even ones, so that a machine that slows down or speeds
+  # up during the run does not favour either build.
+  order="A B"
+  [ $((round % 2)) -eq 0 ] && order="B A"
+  for side in $order; do
     bin=$a
     [ "$side" = B ] && bin=$b
     dir="$work/cluster-$side-$round"
@@ -40,25 +54,27 @@ for round in $(seq 1 "$rounds"); do
     p50=$("$bin" --remote "$remote" bench --ops state-set --clients 1 --duration 5s --warmup 2s | awk '{print $7}')
     "$bin" --remote "$remote" bench --ops state-set --clients 64 --duration 2s --warmup 0s >/dev/null
     before=$(node_ticks "$dir")
+    disk_before=$(node_disk_bytes "$dir")
     TIMEFORMAT='%U %S'
     { time "$bin" --remote "$remote" bench --ops state-set --clients 64 --duration 5s --warmup 0s >"$work/out" 2>/dev/null; } 2>"$work/time"
     after=$(node_ticks "$dir")
+    disk_after=$(node_disk_bytes "$dir")
     AIDE_BIN=$bin AIDE_CLUSTER_DIR=$dir "$root/scripts/cluster-down.sh" >/dev/null
     # The bench line: "state-set clients 64 N ops/s ... (WRITES ops, E errors)".
     read -r ops writes < <(awk '{w = $0; sub(/.*\(/, "", w); sub(/ ops.*/, "", w); print $4, w}' "$work/out")
     read -r user sys <"$work/time"
     awk -v r="$round" -v s="$side" -v p="$p50" -v o="$ops" -v w="$writes" -v n=$((after - before)) \
-      -v t="$ticks" -v u="$user" -v y="$sys" 'BEGIN {
+      -v t="$ticks" -v u="$user" -v y="$sys" -v d=$((disk_after - disk_before)) 'BEGIN {
         nodes = n / t * 1e6 / w; bench = (u + y) * 1e6 / w
-        printf "%s %s %s %s %.0f %.0f\n", r, s, p, o, nodes + bench, nodes }' | tee -a "$work/all"
+        printf "%s %s %s %s %.0f %.0f %.0f\n", r, s, p, o, nodes + bench, nodes, d / w }' | tee -a "$work/all"
   done
 done
 for side in A B; do
-  awk -v s="$side" '$2 == s { n++; for (c = 3; c <= 6; c++) v[c, n] = $c }
+  awk -v s="$side" '$2 == s { n++; for (c = 3; c <= 7; c++) v[c, n] = $c }
     function median(c,   i, j, t, a) {
       for (i = 1; i <= n; i++) a[i] = v[c, i]
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
       return a[int((n + 1) / 2)]
     }
-    END { printf "%s median: 1-client state set p50 %.3f ms, 64-client state set %.0f ops/s, CPU per write %.0f us (nodes %.0f us)\n", s, median(3), median(4), median(5), median(6) }' "$work/all"
+    END { printf "%s median: 1-client state set p50 %.3f ms, 64-client state set %.0f ops/s, CPU per write %.0f us (nodes %.0f us), disk bytes per write %.0f\n", s, median(3), median(4), median(5), median(6), median(7) }' "$work/all"
 done

@@ -91,7 +91,7 @@ pub fn apply_entry(
     for env in envelopes {
         let dedup = !env.request_id.is_empty();
         if dedup {
-            if let Some(first_result) = log.seen(w, &env.request_id)? {
+            if let Some(first_result) = log.seen(w, &env.request_id, &env.command)? {
                 results.push(first_result);
                 continue;
             }
@@ -108,7 +108,7 @@ pub fn apply_entry(
         };
         let result = apply_command(w, &mut ctx, &env.command)?;
         if dedup {
-            log.remember(&env.request_id, &result);
+            log.remember(&env.request_id, &env.command, &result);
         }
         results.push(result);
     }

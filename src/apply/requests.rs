@@ -1,10 +1,16 @@
 //! Applied request ids, so that a retried write applies once. Each log entry that applied
-//! requests stores one record (`r`, proposal time, log index → the ids and their results); an
+//! requests stores one record (`q`, proposal time, log index → the ids and their results); an
 //! in-memory index from id to that record is derived from the stored records (loaded at start
 //! and after a snapshot), so every replica decides a retry the same way. Records older than
 //! [`DEDUP_WINDOW_NANOS`] are dropped, oldest first, a few per entry.
+//!
+//! A state set's result is kept without its value, and a memory add's without its content: a
+//! retry carries them again, and gets the first result back with them when they match (a
+//! checksum of each is kept); an id used again for a write with other text is refused. This
+//! keeps the records small: with whole results they took half the bytes `sled` wrote per state
+//! set. Records of earlier builds (`r`), which kept whole results, are read as they were.
 
-use crate::command::CommandResult;
+use crate::command::{Command, CommandResult, Rejection};
 use crate::model::UnixNanos;
 use crate::storage::kv::{KvRead, KvWrite};
 use crate::storage::{keys, records, StoreError};
@@ -17,28 +23,115 @@ pub const DEDUP_WINDOW_NANOS: i64 = 60 * 1_000_000_000;
 /// The most old records dropped per log entry.
 const DROP_PER_ENTRY: usize = 8;
 
+/// A remembered result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Kept {
+    Whole(CommandResult),
+    /// A state set's result with an empty value, and a checksum of the value.
+    StateSet(CommandResult, u32),
+    /// A memory add's result with empty content, and a checksum of the content.
+    MemoryAdd(CommandResult, u32),
+}
+
+impl Kept {
+    /// What to keep of `result`, the result of `command`.
+    fn of(command: &Command, result: &CommandResult) -> Kept {
+        match (command, result) {
+            (Command::StateSet(s), CommandResult::State(r)) if r.value == s.value => {
+                let mut r = r.clone();
+                let crc = checksum(&std::mem::take(&mut r.value));
+                Kept::StateSet(CommandResult::State(r), crc)
+            }
+            (Command::MemoryAdd(m), CommandResult::Memory(r)) if r.content == m.content => {
+                let mut r = r.clone();
+                let crc = checksum(&std::mem::take(&mut r.content));
+                Kept::MemoryAdd(CommandResult::Memory(r), crc)
+            }
+            _ => Kept::Whole(result.clone()),
+        }
+    }
+
+    /// The first result of request `id`, given to `command`, its retry.
+    fn restore(&self, id: &str, command: &Command) -> CommandResult {
+        match (self, command) {
+            (Kept::Whole(r), _) => r.clone(),
+            (Kept::StateSet(CommandResult::State(r), crc), Command::StateSet(s))
+                if checksum(&s.value) == *crc =>
+            {
+                let mut r = r.clone();
+                r.value = s.value.clone();
+                CommandResult::State(r)
+            }
+            (Kept::MemoryAdd(CommandResult::Memory(r), crc), Command::MemoryAdd(m))
+                if checksum(&m.content) == *crc =>
+            {
+                let mut r = r.clone();
+                r.content = m.content.clone();
+                CommandResult::Memory(r)
+            }
+            _ => CommandResult::Rejected(Rejection::Invalid(format!(
+                "request id {id:?} was already used by a different write"
+            ))),
+        }
+    }
+}
+
+fn checksum(text: &str) -> u32 {
+    crc32fast::hash(text.as_bytes())
+}
+
 /// The requests one log entry applied.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct EntryRequests {
+    items: Vec<(String, Kept)>,
+}
+
+/// The record of an earlier build, which kept whole results.
+#[derive(Deserialize)]
+struct WholeRequests {
     items: Vec<(String, CommandResult)>,
+}
+
+/// The requests of the record `value` stored at `key`.
+fn decode_record(key: &[u8], value: &[u8]) -> Result<Vec<(String, Kept)>, StoreError> {
+    if keys::requests_is_legacy(key) {
+        let old: WholeRequests = crate::storage::codec::decode(value)?;
+        return Ok(old
+            .items
+            .into_iter()
+            .map(|(id, r)| (id, Kept::Whole(r)))
+            .collect());
+    }
+    Ok(crate::storage::codec::decode::<EntryRequests>(value)?.items)
+}
+
+/// The key of a request record.
+type RecordKey = [u8; keys::REQUESTS_KEY_LEN];
+
+fn record_key(k: &[u8]) -> Result<RecordKey, StoreError> {
+    k.try_into()
+        .map_err(|_| StoreError::Codec(format!("a request record key of {} bytes", k.len())))
 }
 
 /// Where each remembered request id's result is stored: the key of its entry's record.
 #[derive(Debug, Default)]
 pub struct RequestIndex {
-    by_id: HashMap<String, Vec<u8>>,
+    by_id: HashMap<String, RecordKey>,
 }
 
 impl RequestIndex {
     /// The index of the records stored in `r`.
     pub fn load(r: &dyn KvRead) -> Result<RequestIndex, StoreError> {
         let mut by_id = HashMap::new();
-        records::scan(r, &keys::requests_prefix(), false, |k, e: EntryRequests| {
-            for (id, _) in e.items {
-                by_id.insert(id, k.to_vec());
-            }
-            ControlFlow::Continue(())
-        })?;
+        for prefix in keys::requests_prefixes() {
+            r.scan(&prefix, false, &mut |k, v| {
+                let key = record_key(k)?;
+                for (id, _) in decode_record(k, v)? {
+                    by_id.insert(id, key);
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
         Ok(RequestIndex { by_id })
     }
 
@@ -64,7 +157,7 @@ impl RequestIndex {
 /// The request ids an apply batch added and dropped, not yet in the index.
 #[derive(Debug, Default)]
 pub struct RequestChanges {
-    added: HashMap<String, Vec<u8>>,
+    added: HashMap<String, RecordKey>,
     removed: Vec<String>,
 }
 
@@ -72,7 +165,7 @@ pub struct RequestChanges {
 pub(super) struct EntryLog<'a> {
     index: &'a RequestIndex,
     changes: &'a mut RequestChanges,
-    key: Vec<u8>,
+    key: RecordKey,
     record: EntryRequests,
     positions: HashMap<String, usize>,
 }
@@ -96,14 +189,16 @@ impl<'a> EntryLog<'a> {
         })
     }
 
-    /// The first result of request `id`, if it was applied within the window.
+    /// The first result of request `id`, if it was applied within the window; `command` is
+    /// its retry.
     pub(super) fn seen(
         &self,
         w: &dyn KvWrite,
         id: &str,
+        command: &Command,
     ) -> Result<Option<CommandResult>, StoreError> {
         if let Some(&i) = self.positions.get(id) {
-            return Ok(Some(self.record.items[i].1.clone()));
+            return Ok(Some(self.record.items[i].1.restore(id, command)));
         }
         let key = match self.changes.added.get(id) {
             Some(k) => k,
@@ -113,21 +208,22 @@ impl<'a> EntryLog<'a> {
                 None => return Ok(None),
             },
         };
-        let Some(stored) = records::get::<EntryRequests>(w, key)? else {
+        let Some(stored) = w.get(&key[..])? else {
             return Ok(None);
         };
-        Ok(stored
-            .items
+        Ok(decode_record(key, &stored)?
             .into_iter()
             .find(|(i, _)| i == id)
-            .map(|(_, r)| r))
+            .map(|(_, kept)| kept.restore(id, command)))
     }
 
-    /// Remembers that request `id` gave `result`.
-    pub(super) fn remember(&mut self, id: &str, result: &CommandResult) {
+    /// Remembers that request `id`, `command`, gave `result`.
+    pub(super) fn remember(&mut self, id: &str, command: &Command, result: &CommandResult) {
         self.positions
             .insert(id.to_string(), self.record.items.len());
-        self.record.items.push((id.to_string(), result.clone()));
+        self.record
+            .items
+            .push((id.to_string(), Kept::of(command, result)));
     }
 
     /// Stores the entry's record.
@@ -136,33 +232,31 @@ impl<'a> EntryLog<'a> {
             return;
         }
         for (id, _) in &self.record.items {
-            self.changes.added.insert(id.clone(), self.key.clone());
+            self.changes.added.insert(id.clone(), self.key);
         }
-        records::put(w, self.key, &self.record);
+        records::put(w, self.key.to_vec(), &self.record);
     }
 }
 
-/// Drops up to [`DROP_PER_ENTRY`] records proposed before `cutoff`, oldest first.
+/// Drops up to [`DROP_PER_ENTRY`] records proposed before `cutoff`, oldest first (those of
+/// earlier builds before any other: they are older).
 fn drop_old(
     w: &mut dyn KvWrite,
     changes: &mut RequestChanges,
     cutoff: UnixNanos,
 ) -> Result<(), StoreError> {
     let mut old = Vec::new();
-    w.scan(
-        &keys::requests_prefix(),
-        false,
-        &mut |k, v| match keys::requests_time(k) {
+    for prefix in keys::requests_prefixes() {
+        w.scan(&prefix, false, &mut |k, v| match keys::requests_time(k) {
             Some(t) if t < cutoff && old.len() < DROP_PER_ENTRY => {
                 old.push((k.to_vec(), v.to_vec()));
                 Ok(ControlFlow::Continue(()))
             }
             _ => Ok(ControlFlow::Break(())),
-        },
-    )?;
+        })?;
+    }
     for (k, v) in old {
-        let e: EntryRequests = crate::storage::codec::decode(&v)?;
-        for (id, _) in e.items {
+        for (id, _) in decode_record(&k, &v)? {
             changes.added.remove(&id);
             changes.removed.push(id);
         }

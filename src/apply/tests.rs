@@ -618,6 +618,95 @@ fn a_retried_request_applies_once() {
 }
 
 #[test]
+fn a_retried_state_set_or_memory_add_gets_its_first_result_from_a_small_record() {
+    let mut h = Harness::new();
+    let value = "v".repeat(300);
+    let set = h.envelope("p", Command::StateSet(state("k", "", &value, 5)));
+    let (first, _) = h.batch(std::slice::from_ref(&set));
+    let content = "remembered text ".repeat(40);
+    let add = h.envelope("p", Command::MemoryAdd(memory("m1", &content, &["t"])));
+    let (first_add, _) = h.batch(std::slice::from_ref(&add));
+
+    // The records hold neither the value nor the content.
+    let mut record_bytes = 0;
+    for item in h.tree.scan_prefix([b'q']) {
+        let (_, v) = item.unwrap();
+        record_bytes += v.len();
+        assert!(!String::from_utf8_lossy(&v).contains("vvvvvvvvvv"));
+        assert!(!String::from_utf8_lossy(&v).contains("remembered text"));
+    }
+    assert!(
+        record_bytes > 0 && record_bytes < 200,
+        "{record_bytes} bytes"
+    );
+
+    // Retried (by a client, so proposed again under a later stamp), each gets its first result
+    // back, value and content included, and changes nothing; also after a restart.
+    for reload in [false, true] {
+        if reload {
+            h.requests = RequestIndex::load(&h.tree).unwrap();
+        }
+        let mut again = set.clone();
+        again.stamp.hlc += 100;
+        let (second, effects) = h.batch(std::slice::from_ref(&again));
+        assert_eq!(second, first);
+        assert!(effects.is_empty());
+        let mut again = add.clone();
+        again.stamp.hlc += 100;
+        let (second, effects) = h.batch(std::slice::from_ref(&again));
+        assert_eq!(second, first_add);
+        assert!(effects.is_empty());
+    }
+
+    // The same id for another value is refused, naming the problem; the first value stays.
+    let mut other = set.clone();
+    other.command = Command::StateSet(state("k", "", "something else", 5));
+    let (refused, _) = h.batch(std::slice::from_ref(&other));
+    match &refused[0] {
+        CommandResult::Rejected(Rejection::Invalid(m)) => {
+            assert!(m.contains("req-1") && m.contains("already used"), "{m}")
+        }
+        r => panic!("not refused: {r:?}"),
+    }
+    let stored: StateEntry = records::get(&h.tree, &keys::state("p", "k"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.value, value);
+}
+
+#[test]
+fn request_records_of_an_earlier_build_still_make_a_retry_apply_once() {
+    let mut h = Harness::new();
+    let env = h.envelope("p", Command::MessageSend(message("a", "", i64::MAX)));
+    let (first, _) = h.batch(std::slice::from_ref(&env));
+    // Rewrite its record as an earlier build kept it: tag `r`, whole results.
+    #[derive(serde::Serialize)]
+    struct WholeRequests {
+        items: Vec<(String, CommandResult)>,
+    }
+    let (key, _) = h.tree.scan_prefix([b'q']).next().unwrap().unwrap();
+    h.tree.remove(&key).unwrap();
+    let mut legacy = key.to_vec();
+    legacy[0] = b'r';
+    let whole = WholeRequests {
+        items: vec![(env.request_id.clone(), first[0].clone())],
+    };
+    h.tree
+        .insert(legacy, crate::storage::codec::encode(&whole))
+        .unwrap();
+    h.requests = RequestIndex::load(&h.tree).unwrap();
+    assert_eq!(h.requests.len(), 1);
+
+    let (second, effects) = h.batch(std::slice::from_ref(&env));
+    assert_eq!(second, first);
+    assert!(effects.is_empty());
+    // And it is dropped once out of the window, like any other.
+    h.now += super::DEDUP_WINDOW_NANOS + SEC;
+    h.run("p", Command::MessagePrune);
+    assert_eq!(h.tree.scan_prefix([b'r']).count(), 0);
+}
+
+#[test]
 fn a_request_repeated_inside_one_entry_applies_once() {
     let mut h = Harness::new();
     let env = h.envelope("p", Command::MessageSend(message("a", "", i64::MAX)));

@@ -146,6 +146,7 @@ fn record(out: &mut Vec<u8>, index: u64, batch: u64, entry: &[u8]) {
 
 /// Whether, after the unsound record at `at` in `file`, a sound record of a later append
 /// follows: then the unsound one had been stored and reported, and is damaged, not torn.
+/// `at` 0 stands for the segment header.
 fn later_append_follows(file: &File, at: u64, size: u64) -> std::io::Result<bool> {
     let mut head = [0u8; HEADER];
     let read_head = |pos: u64, head: &mut [u8; HEADER]| -> std::io::Result<Option<Head>> {
@@ -157,12 +158,23 @@ fn later_append_follows(file: &File, at: u64, size: u64) -> std::io::Result<bool
         let fits = h.len <= MAX_RECORD && size - pos - HEADER as u64 >= u64::from(h.len);
         Ok(fits.then_some(h))
     };
+    let mut entry = Vec::new();
+    if at == 0 {
+        // The segment header is unsound. A new segment's header goes out with its first append,
+        // so a sound record after it means the header had reached the disk and is damaged.
+        let start = MAGIC.len() as u64;
+        let Some(h) = read_head(start, &mut head)? else {
+            return Ok(false);
+        };
+        entry.resize(h.len as usize, 0);
+        file.read_exact_at(&mut entry, start + HEADER as u64)?;
+        return Ok(h.sound(&entry));
+    }
     // The unsound record's own length is all there is to find the next one by.
     let Some(bad) = read_head(at, &mut head)? else {
         return Ok(false);
     };
     let mut pos = at + HEADER as u64 + u64::from(bad.len);
-    let mut entry = Vec::new();
     while let Some(h) = read_head(pos, &mut head)? {
         entry.resize(h.len as usize, 0);
         file.read_exact_at(&mut entry, pos + HEADER as u64)?;
@@ -460,30 +472,22 @@ impl Wal {
     }
 
     /// The encoded entries with indexes in `from..to` that the log holds.
+    /// Read under the lock, so that a truncation or purge never cuts a record being read.
     pub fn read(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        let (locs, files) = {
-            let inner = self.lock();
-            let from = from.max(inner.first);
-            let to = to.min(inner.next_index());
-            if from >= to {
-                return Ok(Vec::new());
-            }
-            let locs: Vec<Loc> = inner
-                .entries
-                .range((from - inner.first) as usize..(to - inner.first) as usize)
-                .copied()
-                .collect();
-            let files: BTreeMap<u64, Arc<File>> = locs
-                .iter()
-                .map(|l| (l.segment, inner.segments[&l.segment].file.clone()))
-                .collect();
-            (locs, files)
-        };
+        let inner = self.lock();
+        let from = from.max(inner.first);
+        let to = to.min(inner.next_index());
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let locs = inner
+            .entries
+            .range((from - inner.first) as usize..(to - inner.first) as usize);
         let mut out = Vec::with_capacity(locs.len());
         let mut head = [0u8; HEADER];
         for loc in locs {
             let path = || segment_path(&self.dir, loc.segment);
-            let file = &files[&loc.segment];
+            let file = &inner.segments[&loc.segment].file;
             file.read_exact_at(&mut head, loc.offset)
                 .map_err(|e| StoreError::io(&path(), e))?;
             let h = Head::parse(&head);
@@ -691,6 +695,35 @@ mod tests {
             err.contains("damaged") && err.contains("entry 1 fails its checksum"),
             "{err}"
         );
+
+        // A damaged segment header in front of sound records is refused too.
+        let mut bad = sound.clone();
+        bad[0] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let err = Wal::open(&dir, None).err().expect("refused").to_string();
+        assert!(
+            err.contains("damaged") && err.contains("segment header"),
+            "{err}"
+        );
+        std::fs::write(&path, &sound).unwrap();
+
+        // A new segment whose header and first append never reached the disk (the file's size
+        // did: zeros) is that torn append, and is emptied.
+        let wal = Wal::open(&dir, None).unwrap();
+        assert_eq!(wal.last_index(), Some(5));
+        drop(wal);
+        let fresh = segment_path(&dir, 6);
+        std::fs::write(&fresh, vec![0u8; MAGIC.len() + HEADER + 40]).unwrap();
+        let wal = Wal::open(&dir, None).unwrap();
+        assert_eq!(wal.last_index(), Some(5));
+        append_sync(&wal, vec![entry(6, 20)]);
+        drop(wal);
+        let wal = Wal::open(&dir, None).unwrap();
+        assert_eq!(
+            wal.read(5, 7).unwrap(),
+            vec![entry(5, 50).1, entry(6, 20).1]
+        );
+        drop(wal);
 
         // Damage in a segment that is not the newest is refused.
         let dir2 = tmp.path().join("log2");

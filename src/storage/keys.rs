@@ -9,7 +9,8 @@
 //! | `G` | message | id (8 bytes, big-endian) |
 //! | `T` | task | id |
 //! | `Z` | tombstone | the tag of the deleted record's table, then its key rest |
-//! | `r` | the request ids a log entry applied | proposal time (8 bytes), log index (8 bytes) |
+//! | `q` | the request ids a log entry applied | proposal time (8 bytes), log index (8 bytes) |
+//! | `r` | the same, as earlier builds kept them (whole results) | as `q` |
 //! | `K` | API key (not per project) | accessor id |
 //! | `_` | state machine metadata | name |
 
@@ -37,7 +38,8 @@ impl Table {
 }
 
 const TOMBSTONE: u8 = b'Z';
-const REQUESTS: u8 = b'r';
+const REQUESTS: u8 = b'q';
+const REQUESTS_LEGACY: u8 = b'r';
 const META: u8 = b'_';
 const API_KEY: u8 = b'K';
 
@@ -119,16 +121,25 @@ pub fn tombstone(record_key: &[u8]) -> Vec<u8> {
 
 /// The record of the requests the log entry at `log_index`, proposed at `now`, applied.
 /// Keys sort by proposal time, so the oldest are dropped first.
-pub fn requests(now: i64, log_index: u64) -> Vec<u8> {
-    let mut k = vec![REQUESTS];
-    k.extend_from_slice(&(now as u64 ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(&log_index.to_be_bytes());
+pub fn requests(now: i64, log_index: u64) -> [u8; REQUESTS_KEY_LEN] {
+    let mut k = [0u8; REQUESTS_KEY_LEN];
+    k[0] = REQUESTS;
+    k[1..9].copy_from_slice(&(now as u64 ^ (1 << 63)).to_be_bytes());
+    k[9..].copy_from_slice(&log_index.to_be_bytes());
     k
 }
 
-/// The prefix of every request record.
-pub fn requests_prefix() -> Vec<u8> {
-    vec![REQUESTS]
+/// The length of a [`requests`] key.
+pub const REQUESTS_KEY_LEN: usize = 17;
+
+/// The prefixes of request records: of earlier builds, then of this one.
+pub fn requests_prefixes() -> [Vec<u8>; 2] {
+    [vec![REQUESTS_LEGACY], vec![REQUESTS]]
+}
+
+/// Whether a request record key is of an earlier build, which kept whole results.
+pub fn requests_is_legacy(key: &[u8]) -> bool {
+    key.first() == Some(&REQUESTS_LEGACY)
 }
 
 /// The proposal time in a [`requests`] key.
