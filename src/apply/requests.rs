@@ -9,8 +9,8 @@
 //! checksum of each is kept). The gRPC layer already gives a different request under the same
 //! id a different id (see `grpc::meta`); should the text still differ, the write is refused
 //! rather than answered with another write's result. This keeps the records small: with whole
-//! results they were about 40% of the bytes a node wrote to disk per state set. Records of earlier builds
-//! (`r`), which kept whole results, are read as they were.
+//! results they were about 40% of the bytes a node wrote to disk per state set. Records of
+//! earlier builds (`r`), which kept whole results, are read as they were.
 
 use crate::command::{Command, CommandResult, Rejection};
 use crate::model::UnixNanos;
