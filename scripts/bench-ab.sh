@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # An A/B of two aide builds on the local 3-node cluster of scripts/cluster-up.sh: ROUNDS rounds,
-# each starting a fresh cluster of build A, then of build B, and measuring one client's state
-# set (p50, 5 s after 2 s of warm-up) and 64 clients' state sets (ops/s, 5 s after a 2 s warm-up
-# run), and for the 64-client run the CPU time spent per write: user + system time of the three
-# node processes (from /proc) and of `aide bench` itself, divided by the writes it made, and the
-# bytes the three nodes wrote to their disks per write (write_bytes of /proc/PID/io: the log,
-# the database, the audit log). Prints every round and the median of each column per build.
-# Alternating the builds in one session (ABBA order) is what makes differences on a busy 2-core
-# machine visible at all; the CPU time per write moves much less with other load on the machine (the
+# each starting a fresh cluster of each build in turn (A then B in odd rounds, B then A in even
+# ones: a machine that slows down or speeds up during the run favours neither), and measuring
+# one client's state set (p50, 5 s after 2 s of warm-up) and 64 clients' state sets (ops/s, 5 s
+# after a 2 s warm-up run). For the 64-client run it also measures the CPU time spent per write
+# (user + system time of the three node processes, from /proc, and of `aide bench` itself,
+# divided by the writes it made) and the bytes the three nodes wrote to disk per write
+# (write_bytes of /proc/PID/io: the log, the database and the audit log, counted in whole pages
+# as they are dirtied; 0 if the temporary directory is on tmpfs). Prints every round and the
+# median of each column per build. Use an even number of rounds.
+# Alternating the builds in one session is what makes differences on a busy 2-core machine
+# visible at all; the CPU time per write moves much less with other load on the machine (the
 # host's included) than ops/s does, so it is the figure to trust when the two disagree.
 # Usage: scripts/bench-ab.sh A_BINARY B_BINARY [ROUNDS]
 #   e.g. git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release)
-#        scripts/bench-ab.sh /tmp/old/target/release/aide target/release/aide 3
+#        scripts/bench-ab.sh /tmp/old/target/release/aide target/release/aide 4
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 a=${1:?usage: $0 A_BINARY B_BINARY [ROUNDS]}
 b=${2:?usage: $0 A_BINARY B_BINARY [ROUNDS]}
-rounds=${3:-3}
+rounds=${3:-4}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423

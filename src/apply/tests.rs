@@ -658,6 +658,22 @@ fn a_retried_state_set_or_memory_add_gets_its_first_result_from_a_small_record()
         assert!(effects.is_empty());
     }
 
+    // Twice in one entry, the second gets the first's result.
+    let once = h.envelope("p", Command::StateSet(state("k2", "", &value, 5)));
+    let mut txn = Txn::new(&h.tree);
+    let mut changes = RequestChanges::default();
+    let out = apply_entry(
+        &mut txn,
+        &h.requests,
+        &mut changes,
+        &[once.clone(), once],
+        100,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(out[0], out[1]);
+    assert!(matches!(&out[1], CommandResult::State(s) if s.value == value));
+
     // The same id for another value is refused, naming the problem; the first value stays.
     let mut other = set.clone();
     other.command = Command::StateSet(state("k", "", "something else", 5));
@@ -672,6 +688,27 @@ fn a_retried_state_set_or_memory_add_gets_its_first_result_from_a_small_record()
         .unwrap()
         .unwrap();
     assert_eq!(stored.value, value);
+
+    // So is a memory add's id for other content, or for another kind of write; the message
+    // names the id the client sent, without the hash the gRPC layer appends to it.
+    let mut add = h.envelope("p", Command::MemoryAdd(memory("m2", "first", &[])));
+    add.request_id = "client-7/00112233aabbccdd".into();
+    h.batch(std::slice::from_ref(&add));
+    for command in [
+        Command::MemoryAdd(memory("m2", "second", &[])),
+        Command::StateSet(state("k", "", "first", 5)),
+    ] {
+        let mut other = add.clone();
+        other.command = command;
+        let (refused, effects) = h.batch(std::slice::from_ref(&other));
+        assert!(effects.is_empty());
+        match &refused[0] {
+            CommandResult::Rejected(Rejection::Invalid(m)) => {
+                assert!(m.contains("\"client-7\"") && !m.contains("aabb"), "{m}")
+            }
+            r => panic!("not refused: {r:?}"),
+        }
+    }
 }
 
 #[test]

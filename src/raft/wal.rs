@@ -159,16 +159,20 @@ fn later_append_follows(file: &File, at: u64, size: u64) -> std::io::Result<bool
         Ok(fits.then_some(h))
     };
     let mut entry = Vec::new();
+    let mut at = at;
     if at == 0 {
         // The segment header is unsound. A new segment's header goes out with its first append,
-        // so a sound record after it means the header had reached the disk and is damaged.
-        let start = MAGIC.len() as u64;
-        let Some(h) = read_head(start, &mut head)? else {
+        // so a sound record after it means the header had reached the disk and is damaged; an
+        // unsound one is walked past like any other.
+        at = MAGIC.len() as u64;
+        let Some(h) = read_head(at, &mut head)? else {
             return Ok(false);
         };
         entry.resize(h.len as usize, 0);
-        file.read_exact_at(&mut entry, start + HEADER as u64)?;
-        return Ok(h.sound(&entry));
+        file.read_exact_at(&mut entry, at + HEADER as u64)?;
+        if h.sound(&entry) {
+            return Ok(true);
+        }
     }
     // The unsound record's own length is all there is to find the next one by.
     let Some(bad) = read_head(at, &mut head)? else {
@@ -485,7 +489,7 @@ impl Wal {
             .range((from - inner.first) as usize..(to - inner.first) as usize);
         let mut out = Vec::with_capacity(locs.len());
         let mut head = [0u8; HEADER];
-        for loc in locs {
+        for (expected, loc) in (from..).zip(locs) {
             let path = || segment_path(&self.dir, loc.segment);
             let file = &inner.segments[&loc.segment].file;
             file.read_exact_at(&mut head, loc.offset)
@@ -495,7 +499,7 @@ impl Wal {
             let mut entry = vec![0u8; loc.len as usize];
             file.read_exact_at(&mut entry, loc.offset + HEADER as u64)
                 .map_err(|e| StoreError::io(&path(), e))?;
-            if h.len != loc.len || !h.sound(&entry) {
+            if h.index != expected || h.len != loc.len || !h.sound(&entry) {
                 return Err(damaged(
                     &self.dir,
                     format!(
@@ -705,6 +709,11 @@ mod tests {
             err.contains("damaged") && err.contains("segment header"),
             "{err}"
         );
+        // Also when the first record is damaged with it: later appends follow.
+        bad[start_of(1) + HEADER + 1] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let err = Wal::open(&dir, None).err().expect("refused").to_string();
+        assert!(err.contains("damaged"), "{err}");
         std::fs::write(&path, &sound).unwrap();
 
         // A new segment whose header and first append never reached the disk (the file's size

@@ -5,7 +5,9 @@ use super::{meta::create_private_dir, StoreError};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"AIDESNAP";
-const VERSION: u8 = 1;
+/// 2: request records under tag `q` (see `apply::requests`), which a build that writes version 1
+/// would not read. Version 1 snapshots are still installed.
+const VERSION: u8 = 2;
 const DATA_FILE: &str = "current.snap";
 const META_FILE: &str = "current.meta";
 
@@ -49,7 +51,7 @@ pub fn decode(bytes: &[u8]) -> Result<Pairs, StoreError> {
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| bad("not an aide snapshot"))?;
     let (&version, mut rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(bad(&format!("unknown version {version}")));
     }
     let mut take = |n: usize| -> Result<&[u8], StoreError> {
@@ -155,6 +157,14 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), pairs);
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(b"not a snapshot").is_err());
+        // A version 1 snapshot (of an earlier build) still installs; an unknown version does not.
+        let mut v1 = bytes.clone();
+        v1[MAGIC.len()] = 1;
+        assert_eq!(decode(&v1).unwrap(), pairs);
+        let mut v9 = bytes;
+        v9[MAGIC.len()] = 9;
+        let err = decode(&v9).unwrap_err().to_string();
+        assert!(err.contains("unknown version 9"), "{err}");
     }
 
     #[test]
