@@ -14,7 +14,7 @@
 //! records are version 2, which builds before it refuse rather than misread.
 
 use crate::command::{Command, CommandResult, Rejection};
-use crate::model::UnixNanos;
+use crate::model::{Memory, StateEntry, UnixNanos};
 use crate::storage::kv::{KvRead, KvWrite};
 use crate::storage::{keys, records, StoreError};
 use serde::{Deserialize, Serialize};
@@ -30,10 +30,10 @@ const DROP_PER_ENTRY: usize = 8;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Kept {
     Whole(CommandResult),
-    /// A state set's result with an empty value, and a checksum of the value.
-    StateSet(CommandResult, u32),
-    /// A memory add's result with empty content, and a checksum of the content.
-    MemoryAdd(CommandResult, u32),
+    /// A state set's entry with an empty value, and a checksum of the value.
+    StateSet(StateEntry, u32),
+    /// A memory add's memory with empty content, and a checksum of the content.
+    MemoryAdd(Memory, u32),
 }
 
 impl Kept {
@@ -43,12 +43,12 @@ impl Kept {
             (Command::StateSet(s), CommandResult::State(r)) if r.value == s.value => {
                 let mut r = r.clone();
                 let crc = checksum(&std::mem::take(&mut r.value));
-                Kept::StateSet(CommandResult::State(r), crc)
+                Kept::StateSet(r, crc)
             }
             (Command::MemoryAdd(m), CommandResult::Memory(r)) if r.content == m.content => {
                 let mut r = r.clone();
                 let crc = checksum(&std::mem::take(&mut r.content));
-                Kept::MemoryAdd(CommandResult::Memory(r), crc)
+                Kept::MemoryAdd(r, crc)
             }
             _ => Kept::Whole(result.clone()),
         }
@@ -58,19 +58,17 @@ impl Kept {
     fn restore(&self, id: &str, command: &Command) -> CommandResult {
         match (self, command) {
             (Kept::Whole(r), _) => r.clone(),
-            (Kept::StateSet(CommandResult::State(r), crc), Command::StateSet(s))
-                if checksum(&s.value) == *crc =>
-            {
-                let mut r = r.clone();
-                r.value = s.value.clone();
-                CommandResult::State(r)
+            (Kept::StateSet(r, crc), Command::StateSet(s)) if checksum(&s.value) == *crc => {
+                CommandResult::State(StateEntry {
+                    value: s.value.clone(),
+                    ..r.clone()
+                })
             }
-            (Kept::MemoryAdd(CommandResult::Memory(r), crc), Command::MemoryAdd(m))
-                if checksum(&m.content) == *crc =>
-            {
-                let mut r = r.clone();
-                r.content = m.content.clone();
-                CommandResult::Memory(r)
+            (Kept::MemoryAdd(r, crc), Command::MemoryAdd(m)) if checksum(&m.content) == *crc => {
+                CommandResult::Memory(Memory {
+                    content: m.content.clone(),
+                    ..r.clone()
+                })
             }
             _ => {
                 // The gRPC layer suffixes the client's id with `/` and a hash of the request.

@@ -71,6 +71,25 @@ impl Harness {
         (out, effects)
     }
 
+    /// Applies envelopes as one log entry and stores it.
+    fn entry(&mut self, envs: &[Envelope]) -> Vec<CommandResult> {
+        self.index += 1;
+        let mut txn = Txn::new(&self.tree);
+        let mut changes = RequestChanges::default();
+        let out = apply_entry(
+            &mut txn,
+            &self.requests,
+            &mut changes,
+            envs,
+            self.index,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        self.tree.apply_batch(txn.into_batch()).unwrap();
+        self.requests.commit(changes);
+        out
+    }
+
     fn run(&mut self, project: &str, command: Command) -> CommandResult {
         let env = self.envelope(project, command);
         self.batch(&[env]).0.remove(0)
@@ -660,17 +679,7 @@ fn a_retried_state_set_or_memory_add_gets_its_first_result_from_a_small_record()
 
     // Twice in one entry, the second gets the first's result.
     let once = h.envelope("p", Command::StateSet(state("k2", "", &value, 5)));
-    let mut txn = Txn::new(&h.tree);
-    let mut changes = RequestChanges::default();
-    let out = apply_entry(
-        &mut txn,
-        &h.requests,
-        &mut changes,
-        &[once.clone(), once],
-        100,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let out = h.entry(&[once.clone(), once]);
     assert_eq!(out[0], out[1]);
     assert!(matches!(&out[1], CommandResult::State(s) if s.value == value));
 
@@ -747,19 +756,7 @@ fn request_records_of_an_earlier_build_still_make_a_retry_apply_once() {
 fn a_request_repeated_inside_one_entry_applies_once() {
     let mut h = Harness::new();
     let env = h.envelope("p", Command::MessageSend(message("a", "", i64::MAX)));
-    let mut txn = Txn::new(&h.tree);
-    let mut changes = RequestChanges::default();
-    let mut effects = Vec::new();
-    let out = apply_entry(
-        &mut txn,
-        &h.requests,
-        &mut changes,
-        &[env.clone(), env],
-        1,
-        &mut effects,
-    )
-    .unwrap();
-    h.tree.apply_batch(txn.into_batch()).unwrap();
+    let out = h.entry(&[env.clone(), env]);
     assert_eq!(out[0], out[1]);
     assert_eq!(
         records::messages(&h.tree, "p", "", true, "", 0)

@@ -147,7 +147,7 @@ fn record(out: &mut Vec<u8>, index: u64, batch: u64, entry: &[u8]) {
 /// Whether, after the unsound record at `at` in `file`, a sound record of a later append
 /// follows: then the unsound one had been stored and reported, and is damaged, not torn.
 /// `at` 0 stands for the segment header.
-fn later_append_follows(file: &File, at: u64, size: u64) -> std::io::Result<bool> {
+fn later_append_follows(file: &File, mut at: u64, size: u64) -> std::io::Result<bool> {
     let mut head = [0u8; HEADER];
     let read_head = |pos: u64, head: &mut [u8; HEADER]| -> std::io::Result<Option<Head>> {
         if size.saturating_sub(pos) < HEADER as u64 {
@@ -159,7 +159,6 @@ fn later_append_follows(file: &File, at: u64, size: u64) -> std::io::Result<bool
         Ok(fits.then_some(h))
     };
     let mut entry = Vec::new();
-    let mut at = at;
     if at == 0 {
         // The segment header is unsound. A new segment's header goes out with its first append,
         // so a sound record after it means the header had reached the disk and is damaged; an
