@@ -1,7 +1,7 @@
 //! Three and more real nodes over real gRPC on loopback: replication, writes on followers, the
 //! leader killed, a late joiner catching up by snapshot, leave and remove, restarts, read
-//! consistency levels, read-your-writes with the min-index, client failover, watch streams on
-//! followers, and the cluster CLI.
+//! consistency levels (linearizable reads reusing the leader's connections), read-your-writes
+//! with the min-index, client failover, watch streams on followers, and the cluster CLI.
 
 mod common;
 
@@ -305,6 +305,47 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
         ),
         "a linearizable read without a quorum fails rather than answering: {err:?}"
+    );
+}
+
+/// The TCP connections on this machine (any state, TIME_WAIT included) with an end on `port`
+/// other than its listening socket, from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote) = (port_of(cols[1]), port_of(cols[2]));
+            remote == port || (local == port && remote != 0)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_share_the_leaders_connections_to_the_followers() {
+    // Each linearizable read confirms the leadership with every follower. Were that a new
+    // connection each time, every read would pay a TCP and HTTP/2 handshake per follower, and a
+    // steady stream of reads would fill the machine with TIME_WAIT sockets.
+    let mut c = Cluster::start(3, &[]).await;
+    let l = c.leader().await;
+    let r = c.client(l, "p", ReadMode::Linearizable);
+    r.state_set(set("k", "v")).await.unwrap();
+    let ports: Vec<u16> = (0..3)
+        .filter(|&i| i != l)
+        .map(|i| c.nodes[i].addr.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let before: usize = ports.iter().map(|&p| connections_to(p)).sum();
+    for _ in 0..200 {
+        assert_eq!(value_at(&r, "k").await.as_deref(), Some("v"));
+    }
+    let after: usize = ports.iter().map(|&p| connections_to(p)).sum();
+    assert!(
+        after <= before + 4,
+        "200 linearizable reads left {} connections to the followers (there were {before})",
+        after
     );
 }
 

@@ -178,10 +178,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let raft = Raft::new(
         id,
         Arc::new(raft_config),
-        Network {
-            isolation: isolation.clone(),
-            store: store.clone(),
-        },
+        Network::new(isolation.clone(), store.clone()),
         log,
         StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
     )

@@ -48,25 +48,61 @@ pub fn isolated_from(isolation: &Isolation, peer: NodeId) -> bool {
     !cut.one_way && cut.peers.contains(&peer)
 }
 
-/// Makes a connection to each peer.
+/// Makes the clients openraft talks to each peer with. They share one connection per peer:
+/// openraft asks for a client for every leadership check of a linearizable read (besides one per
+/// replication stream), and a new connection each time would cost every such read a TCP and
+/// HTTP/2 handshake with each follower.
 #[derive(Clone)]
 pub struct Network {
     pub isolation: Isolation,
     /// The node's store: where the node secret its calls carry is kept.
     pub store: crate::storage::Store,
+    /// The connection to each peer (by id and address), with the TLS generation it was made with.
+    connections: std::sync::Arc<std::sync::Mutex<Connections>>,
+}
+
+/// The connections a [`Network`] shares: (peer, address) → (TLS generation, client).
+type Connections = std::collections::HashMap<(NodeId, String), (u64, PeerClient)>;
+
+type PeerClient = Result<RaftServiceClient<Channel>, String>;
+
+impl Network {
+    /// A network with no connections yet.
+    pub fn new(isolation: Isolation, store: crate::storage::Store) -> Network {
+        Network {
+            isolation,
+            store,
+            connections: Default::default(),
+        }
+    }
+
+    /// The client for `target` at `addr` made with TLS `generation`, made when there is none
+    /// (or only one of an older generation).
+    fn client(&self, target: NodeId, addr: &str, generation: u64) -> PeerClient {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (target, addr.to_string());
+        match connections.get(&key) {
+            Some((g, client)) if *g == generation => client.clone(),
+            _ => {
+                let client = connect(addr);
+                connections.insert(key, (generation, client.clone()));
+                client
+            }
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        let generation = crate::tls::generation();
         Peer {
             target,
             addr: node.addr.clone(),
-            generation: crate::tls::generation(),
-            client: connect(&node.addr),
-            isolation: self.isolation.clone(),
-            store: self.store.clone(),
+            generation,
+            client: self.client(target, &node.addr, generation),
+            network: self.clone(),
         }
     }
 }
@@ -100,9 +136,8 @@ pub struct Peer {
     addr: String,
     /// The TLS settings the client was made with: it is made again when they change.
     generation: u64,
-    client: Result<RaftServiceClient<Channel>, String>,
-    isolation: Isolation,
-    store: crate::storage::Store,
+    client: PeerClient,
+    network: Network,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,14 +156,14 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if isolated(&self.isolation, self.target) {
+        if isolated(&self.network.isolation, self.target) {
             return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
                 format!("node {} is cut off by a failpoint", self.target),
             ))));
         }
         let generation = crate::tls::generation();
         if generation != self.generation {
-            self.client = connect(&self.addr);
+            self.client = self.network.client(self.target, &self.addr, generation);
             self.generation = generation;
         }
         let client = match &mut self.client {
@@ -140,7 +175,7 @@ impl Peer {
             }
         };
         let mut request = tonic::Request::new(RaftPayload { data: encode(req) });
-        crate::auth::as_node(&self.store, &mut request);
+        crate::auth::as_node(&self.network.store, &mut request);
         request.set_timeout(option.hard_ttl());
         let response = match rpc {
             Rpc::Append => client.append_entries(request).await,
