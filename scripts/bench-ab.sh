@@ -9,6 +9,9 @@
 # (write_bytes of /proc/PID/io: the log, the database and the audit log, counted in whole pages
 # as they are dirtied; 0 if the temporary directory is on tmpfs). Prints every round and the
 # median of each column per build. Use an even number of rounds.
+# AB_OP=state-get (or state-get-stale, memory-add, ...) measures that operation instead of state
+# set, after the same 2 s of 64-client state sets that fill the keys it reads; the columns are
+# then per operation.
 # Alternating the builds in one session is what makes differences on a busy 2-core machine
 # visible at all; the CPU time per write moves much less with other load on the machine (the
 # host's included) than ops/s does, so it is the figure to trust when the two disagree.
@@ -20,6 +23,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 a=${1:?usage: $0 A_BINARY B_BINARY [ROUNDS]}
 b=${2:?usage: $0 A_BINARY B_BINARY [ROUNDS]}
 rounds=${3:-4}
+op=${AB_OP:-state-set}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
@@ -43,7 +47,7 @@ node_disk_bytes() {
   done
   echo "$sum"
 }
-echo "round build p50_ms ops_per_s cpu_us_per_write(nodes+bench) cpu_us_per_write(nodes) disk_bytes_per_write(nodes)"
+echo "$op: round build p50_ms ops_per_s cpu_us_per_op(nodes+bench) cpu_us_per_op(nodes) disk_bytes_per_op(nodes)"
 for round in $(seq 1 "$rounds"); do
   # A then B in odd rounds, B then A in even ones, so that a machine that slows down or speeds
   # up during the run does not favour either build.
@@ -54,16 +58,16 @@ for round in $(seq 1 "$rounds"); do
     [ "$side" = B ] && bin=$b
     dir="$work/cluster-$side-$round"
     AIDE_BIN=$bin AIDE_CLUSTER_DIR=$dir "$root/scripts/cluster-up.sh" >/dev/null
-    p50=$("$bin" --remote "$remote" bench --ops state-set --clients 1 --duration 5s --warmup 2s | awk '{print $7}')
     "$bin" --remote "$remote" bench --ops state-set --clients 64 --duration 2s --warmup 0s >/dev/null
+    p50=$("$bin" --remote "$remote" bench --ops "$op" --clients 1 --duration 5s --warmup 2s | awk '{print $7}')
     before=$(node_ticks "$dir")
     disk_before=$(node_disk_bytes "$dir")
     TIMEFORMAT='%U %S'
-    { time "$bin" --remote "$remote" bench --ops state-set --clients 64 --duration 5s --warmup 0s >"$work/out" 2>/dev/null; } 2>"$work/time"
+    { time "$bin" --remote "$remote" bench --ops "$op" --clients 64 --duration 5s --warmup 0s >"$work/out" 2>/dev/null; } 2>"$work/time"
     after=$(node_ticks "$dir")
     disk_after=$(node_disk_bytes "$dir")
     AIDE_BIN=$bin AIDE_CLUSTER_DIR=$dir "$root/scripts/cluster-down.sh" >/dev/null
-    # The bench line: "state-set clients 64 N ops/s ... (WRITES ops, E errors)".
+    # The bench line: "OP clients 64 N ops/s ... (COUNT ops, E errors)".
     read -r ops writes < <(awk '{w = $0; sub(/.*\(/, "", w); sub(/ ops.*/, "", w); print $4, w}' "$work/out")
     read -r user sys <"$work/time"
     awk -v r="$round" -v s="$side" -v p="$p50" -v o="$ops" -v w="$writes" -v n=$((after - before)) \
@@ -73,11 +77,11 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 for side in A B; do
-  awk -v s="$side" '$2 == s { n++; for (c = 3; c <= 7; c++) v[c, n] = $c }
+  awk -v s="$side" -v op="$op" '$2 == s { n++; for (c = 3; c <= 7; c++) v[c, n] = $c }
     function median(c,   i, j, t, a) {
       for (i = 1; i <= n; i++) a[i] = v[c, i]
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
       return a[int((n + 1) / 2)]
     }
-    END { printf "%s median: 1-client state set p50 %.3f ms, 64-client state set %.0f ops/s, CPU per write %.0f us (nodes %.0f us), disk bytes per write %.0f\n", s, median(3), median(4), median(5), median(6), median(7) }' "$work/all"
+    END { printf "%s median: 1-client %s p50 %.3f ms, 64-client %.0f ops/s, CPU per op %.0f us (nodes %.0f us), disk bytes per op %.0f\n", s, op, median(3), median(4), median(5), median(6), median(7) }' "$work/all"
 done
