@@ -109,7 +109,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// A lazily connected channel to `addr` (`host:port`).
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = match crate::tls::client() {
+    let tls = crate::tls::client();
+    let coalesce = tls.is_none();
+    let endpoint = match tls {
         Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
         None => Endpoint::from_shared(format!("http://{addr}"))?,
     };
@@ -117,7 +119,7 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true)
-        .connect_with_connector_lazy(crate::wire::Connector))
+        .connect_with_connector_lazy(crate::wire::Connector { coalesce }))
 }
 
 fn connect(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
