@@ -405,6 +405,22 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
         .await
         .unwrap()
         .secret;
+    // Until a follower has applied the enabling, it neither checks keys nor holds the node
+    // secret, and the leader refuses (and logs) what it forwards: let every node catch up.
+    // (A read with the min-index waits at each node, with no node-to-node call.)
+    assert!(open.last_index() > 0, "enabling keys reports its index");
+    for node in &cluster.nodes {
+        let caught_up = Client::new(ClientConfig {
+            endpoints: vec![node.addr.clone()],
+            project: Some("p".into()),
+            read_mode: ReadMode::Stale,
+            min_index: Some(open.last_index()),
+            timeout: Duration::from_secs(20),
+            api_key: Some(admin.clone()),
+        })
+        .unwrap();
+        get(&caught_up).await.unwrap();
+    }
     let leader_id = keyed(&cluster.addrs(), "p", Some(&admin), ReadMode::Stale)
         .cluster_members(aide::grpc::pb::cluster::MembersRequest {})
         .await

@@ -5,7 +5,7 @@ use super::pb::auth::{self as pb, auth_service_server::AuthService};
 use crate::apply::auth as keys;
 use crate::auth::{bootstrap_matches, new_secret, Caller};
 use crate::command::{Command, CommandResult};
-use crate::grpc::meta::DEFAULT_PROJECT;
+use crate::grpc::meta::{respond, DEFAULT_PROJECT};
 use crate::model::{ApiKey, Role, ALL_PROJECTS};
 use crate::node::{Node, ReadOptions, WriteMeta};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ impl Auth {
         &self,
         caller: &Caller,
         command: impl FnOnce(i64) -> Command,
-    ) -> Result<ApiKey, Status> {
+    ) -> Result<(ApiKey, u64), Status> {
         let meta = WriteMeta {
             project: DEFAULT_PROJECT.to_string(),
             request_id: String::new(),
@@ -54,13 +54,13 @@ impl Auth {
                 .map(|k| k.accessor.clone())
                 .unwrap_or_default(),
         };
-        let (result, _) = self
+        let (result, index) = self
             .node
             .write(&meta, |t| Ok(command(t.now)))
             .await
             .map_err(Status::from)?;
         match result {
-            CommandResult::Key(k) => Ok(k),
+            CommandResult::Key(k) => Ok((k, index)),
             r => Err(super::unexpected(r)),
         }
     }
@@ -105,10 +105,14 @@ impl Auth {
             })
             .await;
         self.audit(caller, operation, &target, &key);
-        Ok(Response::new(pb::KeyCreated {
-            key: Some(key_info(&key?)),
-            secret,
-        }))
+        let (key, index) = key?;
+        Ok(respond(
+            pb::KeyCreated {
+                key: Some(key_info(&key)),
+                secret,
+            },
+            index,
+        ))
     }
 
     /// An audit line for a key change.
@@ -247,9 +251,13 @@ impl AuthService for Auth {
             .propose(&caller, |_| Command::AuthKeyRevoke { accessor })
             .await;
         self.audit(&caller, "auth.key_revoke", &target, &r);
-        Ok(Response::new(pb::RevokeKeyResponse {
-            key: Some(key_info(&r?)),
-        }))
+        let (key, index) = r?;
+        Ok(respond(
+            pb::RevokeKeyResponse {
+                key: Some(key_info(&key)),
+            },
+            index,
+        ))
     }
 
     async fn audit_tail(
