@@ -64,9 +64,9 @@ impl<T: Connected> Connected for Unvectored<T> {
     }
 }
 
-/// How long [`ClientStream`] holds a request's HEADERS frame for the DATA frame behind it. A
-/// unary call's DATA follows within microseconds; this only bounds a stream whose body comes
-/// later.
+/// How long [`ClientStream`] holds a request's HEADERS frame for the DATA frame behind it (tokio's
+/// timer counts whole milliseconds, so up to about 2 ms). A unary call's DATA follows within
+/// microseconds; this only bounds a stream whose body comes later.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(1);
 /// The most bytes [`ClientStream`] gathers before it writes them regardless.
 const MAX_GATHERED: usize = 64 * 1024;
@@ -76,22 +76,25 @@ const HEADERS_FRAME: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
-/// Whether `bytes` are whole HTTP/2 frames, the last of them a complete HEADERS frame that
-/// opens a request whose body is still to come.
-fn ends_with_open_headers(bytes: &[u8]) -> bool {
+/// Where the last frame of `bytes` starts, when `bytes` are whole HTTP/2 frames and that last
+/// one is a complete HEADERS frame opening a request whose body is still to come.
+fn open_headers_at(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     let mut last = None;
     while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
-            return false;
-        };
+        let header = bytes.get(at..at + FRAME_HEADER)?;
         let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-        last = Some((header[3], header[4]));
+        last = Some((at, header[3], header[4]));
         at += FRAME_HEADER + len;
     }
-    at == bytes.len()
-        && matches!(last, Some((HEADERS_FRAME, flags))
-            if flags & END_HEADERS != 0 && flags & END_STREAM == 0)
+    match last {
+        Some((start, HEADERS_FRAME, flags))
+            if at == bytes.len() && flags & END_HEADERS != 0 && flags & END_STREAM == 0 =>
+        {
+            Some(start)
+        }
+        _ => None,
+    }
 }
 
 /// The client end of the connections aide makes: no vectored writes (see the module
@@ -99,7 +102,7 @@ fn ends_with_open_headers(bytes: &[u8]) -> bool {
 /// request's HEADERS frame as soon as h2 queues it and its DATA frame only once h2 has opened the
 /// stream, a moment later, so each small call cost two packets and woke the server twice. This
 /// stream gathers what h2 writes and sends it at each flush, except that a flush ending in such a
-/// HEADERS frame waits for the DATA frame (at most [`HOLD`]). Under TLS the bytes are records,
+/// HEADERS frame sends what comes before it and holds the frame for its DATA (at most [`HOLD`]). Under TLS the bytes are records,
 /// not frames, and go out as written.
 pub struct ClientStream {
     tcp: TcpStream,
@@ -123,19 +126,31 @@ impl ClientStream {
         }
     }
 
-    /// Sends everything gathered.
-    fn send_gathered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.gathered.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.gathered))?;
+    /// Sends the first `len` bytes gathered. Should the socket take only part of them, what
+    /// stays may start inside a frame.
+    fn send_gathered_up_to(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut len: usize,
+    ) -> Poll<io::Result<()>> {
+        while len > 0 {
+            let n =
+                std::task::ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.gathered[..len]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.gathered.drain(..n);
-            if !self.gathered.is_empty() {
+            len -= n;
+            if len > 0 {
                 self.aligned = false;
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Sends everything gathered.
+    fn send_gathered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.send_gathered_up_to(cx, self.gathered.len())
     }
 }
 
@@ -161,9 +176,11 @@ impl AsyncWrite for ClientStream {
         }
         if me.gathered.len() + buf.len() > MAX_GATHERED {
             std::task::ready!(me.send_gathered(cx))?;
+            // h2 writes a frame's header and its payload in separate calls: `buf` may start
+            // inside a frame.
+            me.aligned = false;
             if buf.len() > MAX_GATHERED {
-                // A large write goes straight out; what follows may start inside a frame.
-                me.aligned = false;
+                // A large write goes straight out.
                 return Pin::new(&mut me.tcp).poll_write(cx, buf);
             }
         }
@@ -174,12 +191,15 @@ impl AsyncWrite for ClientStream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let me = &mut *self;
         if me.coalesce && !me.gathered.is_empty() {
-            if me.aligned && ends_with_open_headers(&me.gathered) {
+            if let Some(at) = me.aligned.then(|| open_headers_at(&me.gathered)).flatten() {
+                std::task::ready!(me.send_gathered_up_to(cx, at))?;
                 let deadline = me
                     .deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(HOLD)));
-                // Until the deadline, h2 is told the frame is out; the deadline wakes its task,
-                // whose next flush sends the frame.
+                // Until the deadline, h2 is told the frame is out. This relies on h2 0.4 calling
+                // poll_flush each time its connection task runs (`FramedWrite::flush`, reached
+                // from `Streams::poll_complete` whenever the connection has nothing to read):
+                // the deadline wakes that task, and its next flush sends the frame.
                 if deadline.as_mut().poll(cx).is_pending() {
                     return Poll::Ready(Ok(()));
                 }
@@ -260,22 +280,20 @@ mod tests {
 
     #[test]
     fn only_a_trailing_headers_frame_that_leaves_the_stream_open_is_held() {
-        assert!(ends_with_open_headers(&headers(false)));
+        assert_eq!(open_headers_at(&headers(false)), Some(0));
         let settings_ack = frame(0x4, 0x1, b"");
-        assert!(ends_with_open_headers(
-            &[settings_ack, headers(false)].concat()
-        ));
-        assert!(!ends_with_open_headers(&headers(true)), "no body follows");
-        assert!(!ends_with_open_headers(&[headers(false), data()].concat()));
+        assert_eq!(
+            open_headers_at(&[settings_ack.clone(), headers(false)].concat()),
+            Some(settings_ack.len())
+        );
+        assert_eq!(open_headers_at(&headers(true)), None, "no body follows");
+        assert_eq!(open_headers_at(&[headers(false), data()].concat()), None);
         let mut cut = headers(false);
         cut.pop();
-        assert!(!ends_with_open_headers(&cut), "not a whole frame");
-        assert!(!ends_with_open_headers(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-        assert!(!ends_with_open_headers(&frame(
-            HEADERS_FRAME,
-            0,
-            b"continued"
-        )));
+        assert_eq!(open_headers_at(&cut), None, "not a whole frame");
+        assert_eq!(open_headers_at(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
+        let continued = frame(HEADERS_FRAME, 0, b"continued");
+        assert_eq!(open_headers_at(&continued), None);
     }
 
     /// A client stream and the server's end of its connection (plain blocking std socket, whose
@@ -333,6 +351,52 @@ mod tests {
         let mut got = vec![0u8; headers(false).len()];
         server.read_exact(&mut got).unwrap();
         assert_eq!(got, headers(false));
+    }
+
+    #[tokio::test]
+    async fn what_comes_before_a_held_headers_frame_goes_out_at_once() {
+        let (mut client, mut server) = pair(true).await;
+        let before = [headers(false), data()].concat();
+        client
+            .write_all(&[before.clone(), headers(false)].concat())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let mut got = vec![0u8; before.len()];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(got, before);
+        assert!(!arrived(&server), "the new request's HEADERS frame waits");
+        client.write_all(&data()).await.unwrap();
+        client.flush().await.unwrap();
+        let want = [headers(false), data()].concat();
+        let mut got = vec![0u8; want.len()];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn large_writes_in_pieces_arrive_whole_and_in_order() {
+        let (mut client, mut server) = pair(true).await;
+        // A 200 KB DATA frame written as h2 does, its header and then the payload in pieces,
+        // and a new request behind it.
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sent = frame(0x0, END_STREAM, &[])[..FRAME_HEADER].to_vec();
+        sent[..3].copy_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; FRAME_HEADER + 200_000 + headers(false).len() + 3];
+            server.read_exact(&mut got).unwrap();
+            got
+        });
+        client.write_all(&sent).await.unwrap();
+        for piece in payload.chunks(30_000) {
+            client.write_all(piece).await.unwrap();
+        }
+        sent.extend_from_slice(&payload);
+        let tail = [headers(false), vec![1, 2, 3]].concat();
+        client.write_all(&tail).await.unwrap();
+        sent.extend_from_slice(&tail);
+        flush_out(&mut client).await;
+        assert_eq!(reader.join().unwrap(), sent);
     }
 
     #[tokio::test]
