@@ -48,21 +48,30 @@ pub fn isolated_from(isolation: &Isolation, peer: NodeId) -> bool {
     !cut.one_way && cut.peers.contains(&peer)
 }
 
-/// Makes the clients openraft talks to each peer with. They share one connection per peer:
-/// openraft asks for a client for every leadership check of a linearizable read (besides one per
-/// replication stream), and a new connection each time would cost every such read a TCP and
-/// HTTP/2 handshake with each follower.
+/// Makes the clients openraft talks to each peer with. They share connections: openraft asks
+/// for a client for every leadership check of a linearizable read (besides one per replication
+/// stream), and a new connection each time would cost every such read a TCP and HTTP/2
+/// handshake with each follower. Snapshots go over a connection of their own, so that their
+/// chunks do not hold up heartbeats and leadership checks.
 #[derive(Clone)]
 pub struct Network {
     pub isolation: Isolation,
     /// The node's store: where the node secret its calls carry is kept.
     pub store: crate::storage::Store,
-    /// The connection to each peer (by id and address), with the TLS generation it was made with.
+    /// The connections to each peer, with the address and TLS generation they were made with.
     connections: std::sync::Arc<std::sync::Mutex<Connections>>,
 }
 
-/// The connections a [`Network`] shares: (peer, address) → (TLS generation, client).
-type Connections = std::collections::HashMap<(NodeId, String), (u64, PeerClient)>;
+/// Which of a peer's two connections a call takes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Appends, heartbeats, votes.
+    Raft,
+    Snapshot,
+}
+
+/// The connections a [`Network`] shares: (peer, lane) → (address, TLS generation, client).
+type Connections = std::collections::HashMap<(NodeId, Lane), (String, u64, PeerClient)>;
 
 type PeerClient = Result<RaftServiceClient<Channel>, String>;
 
@@ -76,16 +85,19 @@ impl Network {
         }
     }
 
-    /// The client for `target` at `addr` made with TLS `generation`, made when there is none
-    /// (or only one of an older generation).
-    fn client(&self, target: NodeId, addr: &str, generation: u64) -> PeerClient {
+    /// The client for `target` at `addr` on `lane` with the TLS settings now, made when there
+    /// is none (or only one for another address or older TLS settings, which it replaces).
+    fn client(&self, target: NodeId, addr: &str, lane: Lane) -> PeerClient {
+        let generation = crate::tls::generation();
         let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (target, addr.to_string());
-        match connections.get(&key) {
-            Some((g, client)) if *g == generation => client.clone(),
+        match connections.get(&(target, lane)) {
+            Some((a, g, client)) if a == addr && *g == generation => client.clone(),
             _ => {
                 let client = connect(addr);
-                connections.insert(key, (generation, client.clone()));
+                connections.insert(
+                    (target, lane),
+                    (addr.to_string(), generation, client.clone()),
+                );
                 client
             }
         }
@@ -96,12 +108,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let generation = crate::tls::generation();
         Peer {
             target,
             addr: node.addr.clone(),
-            generation,
-            client: self.client(target, &node.addr, generation),
             network: self.clone(),
         }
     }
@@ -132,13 +141,10 @@ fn connect(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
         .map_err(|e| format!("bad peer address {addr:?}: {e}"))
 }
 
-/// The connection to one peer.
+/// The way to one peer: each call takes the network's current connection for it.
 pub struct Peer {
     target: NodeId,
     addr: String,
-    /// The TLS settings the client was made with: it is made again when they change.
-    generation: u64,
-    client: PeerClient,
     network: Network,
 }
 
@@ -163,18 +169,13 @@ impl Peer {
                 format!("node {} is cut off by a failpoint", self.target),
             ))));
         }
-        let generation = crate::tls::generation();
-        if generation != self.generation {
-            self.client = self.network.client(self.target, &self.addr, generation);
-            self.generation = generation;
-        }
-        let client = match &mut self.client {
+        let lane = match rpc {
+            Rpc::Snapshot => Lane::Snapshot,
+            Rpc::Append | Rpc::Vote => Lane::Raft,
+        };
+        let mut client = match self.network.client(self.target, &self.addr, lane) {
             Ok(c) => c,
-            Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                    e.clone(),
-                ))))
-            }
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e)))),
         };
         let mut request = tonic::Request::new(RaftPayload { data: encode(req) });
         crate::auth::as_node(&self.network.store, &mut request);
