@@ -39,6 +39,8 @@ pub struct BenchConfig {
     pub keys: usize,
     /// Stop after this many operations in all (counting the warmup's), even before the duration.
     pub max_ops: Option<u64>,
+    /// The keys or memories the reads pick from are already written (by an earlier run).
+    pub prepared: bool,
     /// The API key to send.
     pub api_key: Option<String>,
 }
@@ -162,7 +164,9 @@ async fn one(c: &Client, op: Op, r: &mut XorShift, cfg: &BenchConfig) -> Result<
 
 /// Runs one benchmark.
 pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
-    prepare(&cfg).await?;
+    if !cfg.prepared {
+        prepare(&cfg).await?;
+    }
     let mode = if cfg.op == Op::StateGetStale {
         ReadMode::Stale
     } else {

@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Stop after this many operations of each kind, even before the duration is up.
     #[arg(long)]
     pub max_ops: Option<u64>,
+    /// The keys (or memories) the reads pick from are already there, written by an earlier run
+    /// with the same --project and --keys: do not write them first.
+    #[arg(long)]
+    pub prepared: bool,
 }
 
 fn duration(flag: &str, s: &str) -> Result<Duration, CliError> {
@@ -61,6 +65,7 @@ pub async fn run(
             value_size: args.value_size,
             keys: args.keys,
             max_ops: args.max_ops,
+            prepared: args.prepared,
             api_key: api_key.clone(),
         })
         .await?;
