@@ -310,6 +310,13 @@ mod tests {
         (ClientStream::new(client, coalesce), server)
     }
 
+    /// Reads as many bytes as `want` holds from `server` and checks they are `want`.
+    fn expect(server: &mut std::net::TcpStream, want: &[u8]) {
+        let mut got = vec![0u8; want.len()];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
     /// Whether anything has arrived at `server`.
     fn arrived(server: &std::net::TcpStream) -> bool {
         server.set_nonblocking(true).unwrap();
@@ -340,17 +347,12 @@ mod tests {
         assert!(!arrived(&server), "the HEADERS frame waits for its DATA");
         client.write_all(&data()).await.unwrap();
         client.flush().await.unwrap();
-        let want = [headers(false), data()].concat();
-        let mut got = vec![0u8; want.len()];
-        server.read_exact(&mut got).unwrap();
-        assert_eq!(got, want);
+        expect(&mut server, &[headers(false), data()].concat());
 
         // A HEADERS frame with nothing behind it goes out once the hold is over.
         client.write_all(&headers(false)).await.unwrap();
         flush_out(&mut client).await;
-        let mut got = vec![0u8; headers(false).len()];
-        server.read_exact(&mut got).unwrap();
-        assert_eq!(got, headers(false));
+        expect(&mut server, &headers(false));
     }
 
     #[tokio::test]
@@ -362,16 +364,11 @@ mod tests {
             .await
             .unwrap();
         client.flush().await.unwrap();
-        let mut got = vec![0u8; before.len()];
-        server.read_exact(&mut got).unwrap();
-        assert_eq!(got, before);
+        expect(&mut server, &before);
         assert!(!arrived(&server), "the new request's HEADERS frame waits");
         client.write_all(&data()).await.unwrap();
         client.flush().await.unwrap();
-        let want = [headers(false), data()].concat();
-        let mut got = vec![0u8; want.len()];
-        server.read_exact(&mut got).unwrap();
-        assert_eq!(got, want);
+        expect(&mut server, &[headers(false), data()].concat());
     }
 
     #[tokio::test]
@@ -404,8 +401,6 @@ mod tests {
         let (mut client, mut server) = pair(false).await;
         client.write_all(&headers(false)).await.unwrap();
         assert!(arrived(&server), "loopback delivers within the write");
-        let mut got = vec![0u8; headers(false).len()];
-        server.read_exact(&mut got).unwrap();
-        assert_eq!(got, headers(false));
+        expect(&mut server, &headers(false));
     }
 }

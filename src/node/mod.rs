@@ -22,8 +22,7 @@ use crate::apply::Effect;
 use crate::raft::{NodeId, Raft};
 use crate::search::SearchIndex;
 use crate::storage::Store;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 use tonic::transport::Channel;
 
@@ -43,8 +42,8 @@ pub struct Node {
     clock: Clock,
     /// Unix seconds when the node started.
     pub started_at: i64,
-    /// Channels to other nodes, by address, for forwarding, with the TLS generation they use.
-    peers: Mutex<HashMap<String, (u64, Channel)>>,
+    /// Channels to other nodes (shared with the Raft network).
+    pub(crate) channels: crate::raft::network::Channels,
     /// Merges concurrent proposals into one Raft entry.
     batcher: batch::Batcher,
     /// Lets concurrent linearizable reads share one read index.
@@ -71,17 +70,9 @@ impl Node {
 
     /// A (cached) channel to the node at `addr`.
     pub(crate) fn peer(&self, addr: &str) -> Result<Channel, NodeError> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = crate::tls::generation();
-        if let Some((g, c)) = peers.get(addr) {
-            if *g == generation {
-                return Ok(c.clone());
-            }
-        }
-        let c = crate::raft::network::channel(addr)
-            .map_err(|e| NodeError::Unavailable(format!("bad peer address {addr:?}: {e}")))?;
-        peers.insert(addr.to_string(), (generation, c.clone()));
-        Ok(c)
+        self.channels
+            .get(addr, crate::raft::network::Lane::Raft)
+            .map_err(NodeError::Unavailable)
     }
 
     /// A request to another node, marked as coming from a node of the cluster.

@@ -13,10 +13,10 @@ use crate::raft::{NodeId, Raft, RaftTiming};
 use crate::search::{SearchError, SearchIndex};
 use crate::storage::{Store, StoreError};
 use openraft::BasicNode;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -173,12 +173,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         applied: applied_tx,
     };
     let isolation = crate::raft::network::Isolation::default();
+    let channels = crate::raft::network::Channels::default();
     let raft_config =
         crate::raft::config(&config.timing).map_err(|e| StartError::Raft(e.to_string()))?;
     let raft = Raft::new(
         id,
         Arc::new(raft_config),
-        Network::new(isolation.clone(), store.clone()),
+        Network {
+            isolation: isolation.clone(),
+            store: store.clone(),
+            channels: channels.clone(),
+        },
         log,
         StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
     )
@@ -217,7 +222,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         events,
         applied: applied_rx,
         started_at: super::wall_nanos() / 1_000_000_000,
-        peers: Mutex::new(HashMap::new()),
+        channels,
         closing: closing_rx,
         join_lock: tokio::sync::Mutex::new(()),
         batcher,

@@ -15,6 +15,8 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -48,59 +50,46 @@ pub fn isolated_from(isolation: &Isolation, peer: NodeId) -> bool {
     !cut.one_way && cut.peers.contains(&peer)
 }
 
-/// Makes the clients openraft talks to each peer with. They share connections: openraft asks
-/// for a client for every leadership check of a linearizable read (besides one per replication
-/// stream), and a new connection each time would cost every such read a TCP and HTTP/2
-/// handshake with each follower. Snapshots go over a connection of their own, so that their
-/// chunks do not hold up heartbeats and leadership checks.
+/// Makes the clients openraft talks to each peer with, over the node's shared [`Channels`]:
+/// openraft asks for a client for every leadership check of a linearizable read (besides one per
+/// replication stream), and a new connection each time would cost every such read a TCP and
+/// HTTP/2 handshake with each follower.
 #[derive(Clone)]
 pub struct Network {
     pub isolation: Isolation,
     /// The node's store: where the node secret its calls carry is kept.
     pub store: crate::storage::Store,
-    /// The connections to each peer, with the address and TLS generation they were made with.
-    connections: std::sync::Arc<std::sync::Mutex<Connections>>,
+    pub channels: Channels,
 }
 
 /// Which of a peer's two connections a call takes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Lane {
-    /// Appends, heartbeats, votes.
+pub enum Lane {
+    /// Appends, heartbeats, votes, forwarded writes and other node-to-node calls.
     Raft,
+    /// Snapshots, so that their chunks do not hold up heartbeats and leadership checks.
     Snapshot,
 }
 
-/// The connections a [`Network`] shares: (peer, lane) → (address, TLS generation, client).
-type Connections = std::collections::HashMap<(NodeId, Lane), (String, u64, PeerClient)>;
+/// The channels a node keeps to other nodes, by address and lane, each made again when the
+/// TLS settings change. Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Channels(Arc<Mutex<HashMap<(String, Lane), (u64, Channel)>>>);
 
-type PeerClient = Result<RaftServiceClient<Channel>, String>;
-
-impl Network {
-    /// A network with no connections yet.
-    pub fn new(isolation: Isolation, store: crate::storage::Store) -> Network {
-        Network {
-            isolation,
-            store,
-            connections: Default::default(),
-        }
-    }
-
-    /// The client for `target` at `addr` on `lane` with the TLS settings now, made when there
-    /// is none (or only one for another address or older TLS settings, which it replaces).
-    fn client(&self, target: NodeId, addr: &str, lane: Lane) -> PeerClient {
+impl Channels {
+    /// The channel to `addr` on `lane` with the TLS settings now.
+    pub fn get(&self, addr: &str, lane: Lane) -> Result<Channel, String> {
         let generation = crate::tls::generation();
-        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        match connections.get(&(target, lane)) {
-            Some((a, g, client)) if a == addr && *g == generation => client.clone(),
-            _ => {
-                let client = connect(addr);
-                connections.insert(
-                    (target, lane),
-                    (addr.to_string(), generation, client.clone()),
-                );
-                client
+        let mut channels = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (addr.to_string(), lane);
+        if let Some((g, c)) = channels.get(&key) {
+            if *g == generation {
+                return Ok(c.clone());
             }
         }
+        let c = channel(addr).map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+        channels.insert(key, (generation, c.clone()));
+        Ok(c)
     }
 }
 
@@ -129,16 +118,6 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_with_connector_lazy(crate::wire::Connector { coalesce }))
-}
-
-fn connect(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
-    channel(addr)
-        .map(|c| {
-            RaftServiceClient::new(c)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        })
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))
 }
 
 /// The way to one peer: each call takes the network's current connection for it.
@@ -173,8 +152,10 @@ impl Peer {
             Rpc::Snapshot => Lane::Snapshot,
             Rpc::Append | Rpc::Vote => Lane::Raft,
         };
-        let mut client = match self.network.client(self.target, &self.addr, lane) {
-            Ok(c) => c,
+        let mut client = match self.network.channels.get(&self.addr, lane) {
+            Ok(c) => RaftServiceClient::new(c)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e)))),
         };
         let mut request = tonic::Request::new(RaftPayload { data: encode(req) });
