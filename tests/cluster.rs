@@ -308,6 +308,25 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
     );
 }
 
+/// The leader answers a write before the write is in its database (it is in the Raft log of a
+/// quorum by then); a stale read at the leader must still see it, at once. (A follower answers
+/// a write it forwarded when the leader has applied it: a stale read there may not see it yet,
+/// which is what `--min-index` is for.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
+    let mut c = Cluster::start(3, &[]).await;
+    let l = c.leader().await;
+    let w = c.client(l, "p", ReadMode::Stale);
+    for i in 0..200 {
+        w.state_set(set("seen", &i.to_string())).await.unwrap();
+        assert_eq!(
+            value_at(&w, "seen").await,
+            Some(i.to_string()),
+            "a stale read at the leader right after its answer to write {i}"
+        );
+    }
+}
+
 /// The TCP connections on this machine (any state, TIME_WAIT included) with an end on `port`
 /// other than its listening socket, from /proc/net/tcp.
 fn connections_to(port: u16) -> usize {

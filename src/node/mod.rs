@@ -37,8 +37,10 @@ pub struct Node {
     pub search: Arc<SearchIndex>,
     /// Task, message and state changes, after apply.
     pub events: broadcast::Sender<Effect>,
-    /// The applied log index.
+    /// The applied log index (in the store).
     pub applied: watch::Receiver<u64>,
+    /// The highest log index whose results were answered (it may still be landing in the store).
+    answered: Arc<std::sync::atomic::AtomicU64>,
     clock: Clock,
     /// Unix seconds when the node started.
     pub started_at: i64,
@@ -66,6 +68,11 @@ impl Node {
     /// The applied log index now.
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// The highest log index whose results were answered.
+    pub fn answered_index(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A (cached) channel to the node at `addr`.

@@ -34,9 +34,10 @@ pub struct ReadOptions {
 impl Node {
     /// Waits until a read with `opts` may be served here; returns the applied index it reflects.
     pub async fn read_barrier(&self, opts: ReadOptions) -> Result<u64, NodeError> {
-        if let Some(n) = opts.min_index {
-            self.wait_applied(n).await?;
-        }
+        // Even a stale read reflects every write this node has answered (whose batch may still
+        // be landing in the store, for a fraction of a millisecond).
+        let floor = opts.min_index.unwrap_or(0).max(self.answered_index());
+        self.wait_applied(floor).await?;
         if opts.consistency == Consistency::Linearizable {
             let index = self.read_index().await?;
             self.wait_applied(index).await?;

@@ -167,10 +167,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
 
     let (events, _) = broadcast::channel(4096);
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(applied));
     let followers = Followers {
         search: search.clone(),
         events: events.clone(),
         applied: applied_tx,
+        answered: answered.clone(),
     };
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();
@@ -221,6 +223,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         search,
         events,
         applied: applied_rx,
+        answered,
         started_at: super::wall_nanos() / 1_000_000_000,
         channels,
         closing: closing_rx,
@@ -413,6 +416,10 @@ impl RunningNode {
         }
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        // The last batch answered may still be landing; the flush below should include it.
+        if let Err(e) = self.node.wait_applied(self.node.answered_index()).await {
+            tracing::warn!(error = %e, "the last applied entries did not reach the store");
         }
         self.node.search.shutdown(self.node.applied_index());
         self.node.audit.close();

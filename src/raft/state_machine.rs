@@ -1,10 +1,17 @@
 //! The openraft state machine adapter: applies committed entries through [`crate::apply`] in
 //! one sled batch per call (data and the applied log id together), then feeds the search index
 //! and the watch streams; builds and installs snapshots of the whole `state` tree.
+//!
+//! The results of an apply go back to the clients while its batch is still being written (on a
+//! blocking thread): the entries are already on a quorum's disks, and a node that stops before
+//! the batch lands applies them again from its log at the next start. Everything that reads the
+//! store waits for the batch instead: the next apply, a snapshot, an install, reads (through the
+//! applied index, which moves only once the batch has landed, and [`Followers::answered`]). A batch that
+//! changes API keys lands before its answer, because the key check reads the store directly.
 
 use super::{read_err, write_err, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 use crate::apply::{self, Effect, RequestChanges, RequestIndex};
-use crate::command::ProposalResult;
+use crate::command::{Command, ProposalResult};
 use crate::search::{IndexOp, SearchIndex};
 use crate::storage::keys;
 use crate::storage::snapshot::{self, Pairs, SnapshotFiles};
@@ -12,6 +19,7 @@ use crate::storage::{records, Store, Txn};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
@@ -26,9 +34,34 @@ pub struct Followers {
     pub search: Arc<SearchIndex>,
     /// Task, message and state changes for the watch streams.
     pub events: broadcast::Sender<Effect>,
-    /// The applied log index.
+    /// The applied log index: its batch is in the store.
     pub applied: watch::Sender<u64>,
+    /// The highest index whose results were returned; its batch may still be landing.
+    pub answered: Arc<AtomicU64>,
 }
+
+impl Followers {
+    /// Tells the search index, the watch streams and the readers about the batch up to `index`,
+    /// which is in the store now.
+    fn publish(&self, index: u64, effects: Vec<Effect>) {
+        let mut ops = Vec::new();
+        for e in effects {
+            match e {
+                Effect::MemoryPut { project, memory } => ops.push(IndexOp::Put { project, memory }),
+                Effect::MemoryRemoved { project, id } => ops.push(IndexOp::Remove { project, id }),
+                other => {
+                    // No receiver is not an error: nobody is watching.
+                    let _ = self.events.send(other);
+                }
+            }
+        }
+        self.search.changed(index, ops);
+        self.applied.send_modify(|a| *a = (*a).max(index));
+    }
+}
+
+/// The write of an applied batch, on a blocking thread.
+type Landing = tokio::task::JoinHandle<Result<(), sled::Error>>;
 
 /// The state machine of a node.
 pub struct StateMachine {
@@ -37,6 +70,10 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotFiles>,
     /// Where each remembered request id's result is stored, derived from the store.
     requests: RequestIndex,
+    /// The last apply's batch while it is being written.
+    landing: Option<Landing>,
+    /// Why a batch could not be written: every later call fails with it.
+    broken: Option<String>,
 }
 
 /// The applied log id and membership stored in the `state` tree.
@@ -57,30 +94,45 @@ impl StateMachine {
             followers,
             snapshots,
             requests,
+            landing: None,
+            broken: None,
         })
     }
 
-    fn publish(&self, index: u64, effects: Vec<Effect>) {
-        let mut ops = Vec::new();
-        for e in effects {
-            match e {
-                Effect::MemoryPut { project, memory } => ops.push(IndexOp::Put { project, memory }),
-                Effect::MemoryRemoved { project, id } => ops.push(IndexOp::Remove { project, id }),
-                other => {
-                    // No receiver is not an error: nobody is watching.
-                    let _ = self.followers.events.send(other);
-                }
+    /// Waits until the last apply's batch is in the store. A failed write stops Raft on this
+    /// node, as a failed apply does; the entries stay in the log for the next start.
+    async fn landed(&mut self) -> Result<(), StorageError> {
+        if let Some(landing) = self.landing.take() {
+            match landing.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.broken = Some(e.to_string()),
+                Err(e) => self.broken = Some(e.to_string()),
             }
         }
-        self.followers.search.changed(index, ops);
-        self.followers.applied.send_modify(|a| *a = (*a).max(index));
+        match &self.broken {
+            None => Ok(()),
+            Some(e) => Err(write_err(std::io::Error::other(format!(
+                "writing applied entries to the store failed: {e}"
+            )))),
+        }
     }
+}
+
+/// Whether an entry changes API keys (its batch then lands before the answer).
+fn changes_keys(proposal: &crate::command::Proposal) -> bool {
+    proposal.envelopes.iter().any(|e| {
+        matches!(
+            e.command,
+            Command::AuthEnable { .. } | Command::AuthKeyCreate(_) | Command::AuthKeyRevoke { .. }
+        )
+    })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.landed().await?;
         stored_applied(&self.store).map_err(read_err)
     }
 
@@ -89,7 +141,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        // This apply reads what the last one wrote.
+        self.landed().await?;
         let mut txn = Txn::new(&self.store.state);
+        let mut keys_changed = false;
         let mut changes = RequestChanges::default();
         let mut results = Vec::new();
         let mut effects = Vec::new();
@@ -99,6 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => results.push(ProposalResult::default()),
                 EntryPayload::Normal(proposal) => {
+                    keys_changed |= changes_keys(&proposal);
                     let out = apply::apply_entry(
                         &mut txn,
                         &self.requests,
@@ -120,22 +176,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let Some(last) = last else { return Ok(results) };
         records::put(&mut txn, keys::meta(APPLIED), &Some(last));
-        self.store
-            .state
-            .apply_batch(txn.into_batch())
-            .map_err(write_err)?;
+        let batch = txn.into_batch();
         self.requests.commit(changes);
-        self.publish(last.index, effects);
+        if keys_changed {
+            self.store.state.apply_batch(batch).map_err(write_err)?;
+            self.followers.publish(last.index, effects);
+        } else {
+            let state = self.store.state.clone();
+            let followers = self.followers.clone();
+            self.landing = Some(tokio::task::spawn_blocking(move || {
+                state.apply_batch(batch)?;
+                followers.publish(last.index, effects);
+                Ok(())
+            }));
+        }
+        self.followers
+            .answered
+            .fetch_max(last.index, Ordering::Release);
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // The state machine is not applying now: this copy is a consistent view.
-        let state = self.store.state.clone();
-        let pairs = tokio::task::spawn_blocking(move || snapshot::copy_tree(&state))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        // The state machine is not applying now and its last batch has landed: this copy is a
+        // consistent view.
+        let pairs = match self.landed().await {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                let state = self.store.state.clone();
+                tokio::task::spawn_blocking(move || snapshot::copy_tree(&state))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+        };
         SnapshotBuilder {
             pairs,
             snapshots: self.snapshots.clone(),
@@ -151,6 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        self.landed().await?;
         let data = snapshot.into_inner();
         let mut pairs = snapshot::decode(&data).map_err(read_err)?;
         // The metadata openraft hands over is authoritative for the applied id and membership.
