@@ -37,6 +37,11 @@ if [ "$tls" = 1 ]; then
   fi
   client_tls=(--tls-ca "$certs/ca.pem")
 fi
+# The three nodes share this machine's cores: each gets a third of them as async worker threads
+# (at least one; AIDE_NODE_THREADS overrides). A build older than `serve --threads` gets its default.
+threads=${AIDE_NODE_THREADS:-$((($(nproc) + 2) / 3))}
+thread_flag=()
+if "$aide" serve --help 2>/dev/null | grep -q -- --threads; then thread_flag=(--threads "$threads"); fi
 # Whether PID runs (a zombie left by a parent that does not reap is not running).
 alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; }
 
@@ -55,7 +60,8 @@ start_node() {
   if [ "$tls" = 1 ]; then
     node_tls=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/node$id.pem" --tls-key "$certs/node$id.key")
   fi
-  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" "${where[@]}" "${node_tls[@]}" \
+  "$aide" serve --config "$root/cluster/node$id.yaml" --data-dir "$dir/node$id" "${where[@]}" "${thread_flag[@]}" \
+    "${node_tls[@]}" \
     >"$dir/node$id.out" 2>>"$dir/node$id.log" &
   echo $! >"$pidfile"
   # Wait (bounded) for the node to say it serves.

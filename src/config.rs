@@ -36,6 +36,8 @@ pub struct ServeFile {
     pub join: Option<String>,
     /// `false`: do not create a single-node cluster (like `--no-init`).
     pub init: Option<bool>,
+    /// Async worker threads (like `--threads`).
+    pub threads: Option<usize>,
     /// TLS: this node's certificate chain, its key and the cluster CA (PEM files).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,

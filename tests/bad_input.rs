@@ -589,6 +589,8 @@ fn malformed_config_files_and_flags_get_clear_errors_and_touch_nothing() {
     std::fs::write(&bad_serve, "listen: [oops\n").unwrap();
     let bad_client = tmp.path().join("client.yaml");
     std::fs::write(&bad_client, "sync: {mode: raft, peers: 12}\n").unwrap();
+    let zero_threads = tmp.path().join("threads.yaml");
+    std::fs::write(&zero_threads, "threads: 0\n").unwrap();
     let none = tmp.path().join("none.yaml");
     let serve = |extra: &[&str]| {
         let mut args = vec!["serve", "--data-dir", data];
@@ -622,6 +624,16 @@ fn malformed_config_files_and_flags_get_clear_errors_and_touch_nothing() {
             "snapshots every 0 entries",
             serve(&["--snapshot-every", "0"]),
             &["--snapshot-every"],
+        ),
+        (
+            "no worker threads",
+            serve(&["--threads", "0"]),
+            &["--threads", "0"],
+        ),
+        (
+            "no worker threads in a serve config",
+            serve(&["--config", zero_threads.to_str().unwrap()]),
+            &["threads must be at least 1"],
         ),
         (
             "a client config with peers that are no list",

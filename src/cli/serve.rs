@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A YAML file with any of: node_id, listen, advertise, data_dir, join, init, tls_cert,
-    /// tls_key, tls_ca (flags win).
+    /// A YAML file with any of: node_id, listen, advertise, data_dir, join, init, threads,
+    /// tls_cert, tls_key, tls_ca (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The data directory (default: .aide/data at the git root, or ~/.aide/data outside a repository).
@@ -34,6 +34,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ENTRIES", default_value_t = crate::raft::RaftTiming::default().snapshot_every,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// Worker threads of the node's async runtime (default: one per core). Nodes that share a
+    /// machine do better splitting its cores: scripts/cluster-up.sh gives each of its three
+    /// nodes a third.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Testing only: accept failpoints that cut this node off from peers (fault injection).
     #[arg(long, hide = true)]
     pub failpoints: bool,
@@ -61,16 +66,6 @@ pub fn git_root(dir: &Path) -> Option<PathBuf> {
 
 pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let file = match &args.config {
         Some(path) => match ServeFile::load(path) {
             Ok(f) => f,
@@ -80,6 +75,24 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             }
         },
         None => ServeFile::default(),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    match args.threads.map(usize::from).or(file.threads) {
+        Some(0) => {
+            eprintln!("error: threads must be at least 1 (it is 0 in the config file)");
+            return ExitCode::FAILURE;
+        }
+        Some(n) => {
+            runtime.worker_threads(n);
+        }
+        None => {}
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let config = NodeConfig {
         data_dir: args
