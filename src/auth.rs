@@ -321,9 +321,26 @@ fn claimed_accessor(headers: &http::HeaderMap) -> String {
         .to_string()
 }
 
+/// Adds the node's applied index to a response that does not report one.
+fn with_applied_index<B>(
+    resp: &mut http::Response<B>,
+    applied: &tokio::sync::watch::Receiver<u64>,
+) {
+    let headers = resp.headers_mut();
+    if !headers.contains_key(crate::grpc::meta::APPLIED_INDEX) {
+        let mut value = http::HeaderValue::from(*applied.borrow());
+        // Not added to HTTP/2's header table, as `grpc::meta::unindexed` explains.
+        value.set_sensitive(true);
+        headers.insert(crate::grpc::meta::APPLIED_INDEX, value);
+    }
+}
+
 /// What the guard in front of every service needs.
 pub struct GuardState {
     pub store: Store,
+    /// The node's applied index: every response reports one (a handler that reports the index
+    /// its answer reflects sets it itself; any other response gets the index when it leaves).
+    pub applied: tokio::sync::watch::Receiver<u64>,
     pub audit: Arc<AuditLog>,
     pub node_id: u64,
     pub tls: bool,
@@ -383,8 +400,13 @@ where
                 .then(|| (g.clone(), caller.accessor.clone(), caller.operation.clone()));
                 req.extensions_mut().insert(caller);
                 let fut = self.inner.call(req);
+                // Node-to-node calls (Raft, forwarding) are not clients' responses.
+                let applied = (need != Need::Node).then(|| g.applied.clone());
                 Box::pin(async move {
-                    let resp = fut.await?;
+                    let mut resp = fut.await?;
+                    if let Some(applied) = &applied {
+                        with_applied_index(&mut resp, applied);
+                    }
                     if let Some((g, accessor, operation)) = audit {
                         g.audit.write(&AuditEntry {
                             node: g.node_id,
@@ -414,7 +436,9 @@ where
                 } else {
                     g.audit.write(&entry);
                 }
-                Box::pin(async move { Ok(status.into_http()) })
+                let mut resp = status.into_http();
+                with_applied_index(&mut resp, &g.applied);
+                Box::pin(async move { Ok(resp) })
             }
         }
     }

@@ -149,6 +149,7 @@ pub fn router(node: Arc<Node>) -> GuardedRouter {
     let limit = MAX_REQUEST_BYTES;
     let guard = crate::auth::GuardLayer(Arc::new(crate::auth::GuardState {
         store: node.store.clone(),
+        applied: node.applied.clone(),
         audit: node.audit.clone(),
         node_id: node.id,
         tls: node.tls,
