@@ -311,13 +311,14 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
 /// The leader answers a write before the write is in its database (it is in the Raft log of a
 /// quorum by then); a stale read at the leader must still see it, at once. (A follower answers
 /// a write it forwarded when the leader has applied it: a stale read there may not see it yet,
-/// which is what `--min-index` is for.)
+/// which is what `--min-index` is for.) Each batch waits 30 ms before its write here, so that a
+/// read that did not wait for it would miss it every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
-    let mut c = Cluster::start(3, &[]).await;
+    let mut c = Cluster::start(3, &["--failpoints", "--landing-delay-ms", "30"]).await;
     let l = c.leader().await;
     let w = c.client(l, "p", ReadMode::Stale);
-    for i in 0..200 {
+    for i in 0..20 {
         w.state_set(set("seen", &i.to_string())).await.unwrap();
         assert_eq!(
             value_at(&w, "seen").await,
@@ -325,6 +326,25 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
             "a stale read at the leader right after its answer to write {i}"
         );
     }
+    // Likewise a watch that begins right after an answer does not report that change as new.
+    let channel = aide::raft::network::channel(&c.nodes[l].addr).unwrap();
+    let mut swarm = swarm_service_client::SwarmServiceClient::new(channel);
+    w.state_set(set("watched", "before")).await.unwrap();
+    let mut req = tonic::Request::new(WatchStateRequest::default());
+    req.metadata_mut()
+        .insert("x-aide-project", "p".parse().unwrap());
+    let mut changes = swarm.watch_state(req).await.unwrap().into_inner();
+    w.state_set(set("watched", "after")).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("the watch delivered the later change")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.state.unwrap().value,
+        "after",
+        "the first change watched"
+    );
 }
 
 /// The TCP connections on this machine (any state, TIME_WAIT included) with an end on `port`

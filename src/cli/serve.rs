@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Testing only: accept failpoints that cut this node off from peers (fault injection).
     #[arg(long, hide = true)]
     pub failpoints: bool,
+    /// Testing only (needs --failpoints): each applied batch waits this long before it is
+    /// written to the store.
+    #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
+    pub landing_delay_ms: Option<u64>,
 }
 
 /// The data directory used when none is given.
@@ -78,8 +82,11 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     match args.threads.map(usize::from).or(file.threads) {
-        Some(0) => {
-            eprintln!("error: threads must be at least 1 (it is 0 in the config file)");
+        Some(n) if n == 0 || n > usize::from(u16::MAX) => {
+            eprintln!(
+                "error: threads must be from 1 to {} (it is {n} in the config file)",
+                u16::MAX
+            );
             return ExitCode::FAILURE;
         }
         Some(n) => {
@@ -114,6 +121,7 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             ..Default::default()
         },
         failpoints: args.failpoints,
+        landing_delay: std::time::Duration::from_millis(args.landing_delay_ms.unwrap_or(0)),
         api_key: g.api_key.clone(),
         tls: match (
             g.tls_cert.clone().or(file.tls_cert),

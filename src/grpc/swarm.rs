@@ -22,11 +22,16 @@ impl Api {
     /// The caller's key (`accessor`, empty for none) is checked again when the stream opens and
     /// before each change is sent: a stream ends when its key is revoked, or when keys are
     /// enabled after it opened.
-    fn watch<T: Send + 'static>(
+    async fn watch<T: Send + 'static>(
         &self,
         meta: &RequestMeta,
         select: impl Fn(&Effect) -> Option<T> + Send + 'static,
     ) -> Watch<T> {
+        // A change this node answered before the watch began is not sent: its batch may still
+        // be landing, and the change goes out to watchers when it lands.
+        if let Err(e) = self.node.wait_applied(self.node.answered_index()).await {
+            tracing::warn!(error = %e, "a watch began before the last answered change landed");
+        }
         let store = self.node.store.clone();
         let api = self.clone();
         let meta = meta.clone();
@@ -99,17 +104,20 @@ impl SwarmService for Api {
         };
         validate::name("parent_session_id", &r.parent_session_id)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(&meta, move |e| match e {
-            Effect::Task { project: p, task }
-                if *p == project
-                    && status.is_none_or(|s| task.status == s)
-                    && (r.parent_session_id.is_empty()
-                        || task.parent_session_id == r.parent_session_id) =>
-            {
-                Some(convert::task(task))
-            }
-            _ => None,
-        })))
+        Ok(Response::new(
+            self.watch(&meta, move |e| match e {
+                Effect::Task { project: p, task }
+                    if *p == project
+                        && status.is_none_or(|s| task.status == s)
+                        && (r.parent_session_id.is_empty()
+                            || task.parent_session_id == r.parent_session_id) =>
+                {
+                    Some(convert::task(task))
+                }
+                _ => None,
+            })
+            .await,
+        ))
     }
 
     async fn watch_messages(
@@ -122,20 +130,23 @@ impl SwarmService for Api {
         validate::name("parent_session_id", &r.parent_session_id)?;
         validate::name("priority", &r.priority)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(&meta, move |e| match e {
-            Effect::Message {
-                project: p,
-                message: m,
-            } if *p == project
-                && m.visible_to(&r.agent_id)
-                && (r.parent_session_id.is_empty()
-                    || m.parent_session_id == r.parent_session_id)
-                && (r.priority.is_empty() || m.priority == r.priority) =>
-            {
-                Some(convert::message(m))
-            }
-            _ => None,
-        })))
+        Ok(Response::new(
+            self.watch(&meta, move |e| match e {
+                Effect::Message {
+                    project: p,
+                    message: m,
+                } if *p == project
+                    && m.visible_to(&r.agent_id)
+                    && (r.parent_session_id.is_empty()
+                        || m.parent_session_id == r.parent_session_id)
+                    && (r.priority.is_empty() || m.priority == r.priority) =>
+                {
+                    Some(convert::message(m))
+                }
+                _ => None,
+            })
+            .await,
+        ))
     }
 
     async fn watch_state(
@@ -147,22 +158,25 @@ impl SwarmService for Api {
         validate::name("agent_id", &r.agent_id)?;
         validate::name("key_prefix", &r.key_prefix)?;
         let project = meta.project().to_string();
-        Ok(Response::new(self.watch(&meta, move |e| match e {
-            Effect::State {
-                project: p,
-                state,
-                deleted,
-            } if *p == project
-                && (r.agent_id.is_empty() || state.agent == r.agent_id)
-                && key_matches(&state.key, &state.agent, &r.key_prefix) =>
-            {
-                Some(pb::StateChange {
-                    state: Some(convert::state(state)),
-                    change: if *deleted { "delete" } else { "set" }.to_string(),
-                })
-            }
-            _ => None,
-        })))
+        Ok(Response::new(
+            self.watch(&meta, move |e| match e {
+                Effect::State {
+                    project: p,
+                    state,
+                    deleted,
+                } if *p == project
+                    && (r.agent_id.is_empty() || state.agent == r.agent_id)
+                    && key_matches(&state.key, &state.agent, &r.key_prefix) =>
+                {
+                    Some(pb::StateChange {
+                        state: Some(convert::state(state)),
+                        change: if *deleted { "delete" } else { "set" }.to_string(),
+                    })
+                }
+                _ => None,
+            })
+            .await,
+        ))
     }
 }
 

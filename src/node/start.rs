@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub timing: RaftTiming,
     /// Allow fault-injection failpoints (testing only).
     pub failpoints: bool,
+    /// Testing only (with `failpoints`): how long each applied batch waits before it is written
+    /// to the store, to make the moment between an answer and its write observable.
+    pub landing_delay: std::time::Duration,
     /// Serve TLS with these files, and present them to other nodes.
     pub tls: Option<crate::tls::TlsFiles>,
     /// The (admin) API key a new node joining a cluster that requires keys sends.
@@ -59,6 +62,7 @@ impl NodeConfig {
             init: true,
             timing: RaftTiming::default(),
             failpoints: false,
+            landing_delay: std::time::Duration::ZERO,
             tls: None,
             api_key: None,
         }
@@ -173,6 +177,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         events: events.clone(),
         applied: applied_tx,
         answered: answered.clone(),
+        landing_delay: config.landing_delay,
     };
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();
@@ -417,7 +422,9 @@ impl RunningNode {
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
-        // The last batch answered may still be landing; the flush below should include it.
+        // The last batch answered may still be landing: wait for it, so that the flush below
+        // includes it (one that lands later anyway is applied again from the log at the next
+        // start).
         if let Err(e) = self.node.wait_applied(self.node.answered_index()).await {
             tracing::warn!(error = %e, "the last applied entries did not reach the store");
         }

@@ -38,6 +38,8 @@ pub struct Followers {
     pub applied: watch::Sender<u64>,
     /// The highest index whose results were returned; its batch may still be landing.
     pub answered: Arc<AtomicU64>,
+    /// Testing only: how long a batch waits before it is written (zero: not at all).
+    pub landing_delay: std::time::Duration,
 }
 
 impl Followers {
@@ -185,7 +187,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let state = self.store.state.clone();
             let followers = self.followers.clone();
             self.landing = Some(tokio::task::spawn_blocking(move || {
-                state.apply_batch(batch)?;
+                if !followers.landing_delay.is_zero() {
+                    std::thread::sleep(followers.landing_delay);
+                }
+                if let Err(e) = state.apply_batch(batch) {
+                    tracing::error!(
+                        error = %e,
+                        index = last.index,
+                        "writing applied entries to the store failed; Raft stops on this node at \
+                         its next step, and the entries stay in its log"
+                    );
+                    return Err(e);
+                }
                 followers.publish(last.index, effects);
                 Ok(())
             }));
