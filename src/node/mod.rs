@@ -41,6 +41,8 @@ pub struct Node {
     pub applied: watch::Receiver<u64>,
     /// The highest log index whose results were answered (it may still be landing in the store).
     answered: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a batch of applied entries could not be written to the store.
+    landing_failed: Arc<std::sync::atomic::AtomicBool>,
     clock: Clock,
     /// Unix seconds when the node started.
     pub started_at: i64,

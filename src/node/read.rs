@@ -94,8 +94,22 @@ impl Node {
     /// Waits until this node has applied `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
         let mut applied = self.applied.clone();
-        let reached = async { applied.wait_for(|a| *a >= index).await.map(|_| ()) };
+        let failed = || {
+            self.landing_failed
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let reached = async {
+            applied
+                .wait_for(|a| *a >= index || failed())
+                .await
+                .map(|_| ())
+        };
         match tokio::time::timeout(READ_WAIT, reached).await {
+            Ok(Ok(_)) if self.applied_index() < index && failed() => Err(NodeError::Unavailable(
+                "this node could not write applied entries to its store (its log says why); \
+                 ask another node"
+                    .into(),
+            )),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(NodeError::ShuttingDown),
             Err(_) => Err(NodeError::IndexTimeout(

@@ -172,11 +172,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
     let (events, _) = broadcast::channel(4096);
     let answered = Arc::new(std::sync::atomic::AtomicU64::new(applied));
+    let landing_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let followers = Followers {
         search: search.clone(),
         events: events.clone(),
         applied: applied_tx,
         answered: answered.clone(),
+        landing_failed: landing_failed.clone(),
         landing_delay: config.landing_delay,
     };
     let isolation = crate::raft::network::Isolation::default();
@@ -229,6 +231,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         events,
         applied: applied_rx,
         answered,
+        landing_failed,
         started_at: super::wall_nanos() / 1_000_000_000,
         channels,
         closing: closing_rx,

@@ -38,6 +38,8 @@ pub struct Followers {
     pub applied: watch::Sender<u64>,
     /// The highest index whose results were returned; its batch may still be landing.
     pub answered: Arc<AtomicU64>,
+    /// Set when a batch could not be written: reads that wait for it fail instead.
+    pub landing_failed: Arc<std::sync::atomic::AtomicBool>,
     /// Testing only: how long a batch waits before it is written (zero: not at all).
     pub landing_delay: std::time::Duration,
 }
@@ -197,6 +199,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         "writing applied entries to the store failed; Raft stops on this node at \
                          its next step, and the entries stay in its log"
                     );
+                    followers.landing_failed.store(true, Ordering::Release);
+                    // Wakes the reads waiting for this batch, which now fail.
+                    followers.applied.send_modify(|_| {});
                     return Err(e);
                 }
                 followers.publish(last.index, effects);
