@@ -5,9 +5,10 @@
 //! The results of an apply go back to the clients while its batch is still being written (on a
 //! blocking thread): the entries are already on a quorum's disks, and a node that stops before
 //! the batch lands applies them again from its log at the next start. Everything that reads the
-//! store waits for the batch instead: the next apply, a snapshot, an install, reads (through the
-//! applied index, which moves only once the batch has landed, and [`Followers::answered`]). A batch that
-//! changes API keys lands before its answer, because the key check reads the store directly.
+//! store waits for the batch instead: the next apply, a snapshot, an install, reads and new
+//! watch streams (through the applied index, which moves only once the batch has landed, and
+//! [`Followers::answered`]). A batch that changes API keys lands before its answer, because the
+//! key check reads the store directly.
 
 use super::{read_err, write_err, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 use crate::apply::{self, Effect, RequestChanges, RequestIndex};
