@@ -7,6 +7,7 @@ mod common;
 
 use aide::client::ReadMode;
 use aide::grpc::pb::aidememory::*;
+use aide::grpc::pb::cluster::{cluster_service_client::ClusterServiceClient, StatusRequest};
 use common::cluster::Cluster;
 use common::{cli, cli_with_config, client_for};
 use std::collections::BTreeMap;
@@ -318,8 +319,27 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
     let mut c = Cluster::start(3, &["--failpoints", "--landing-delay-ms", "30"]).await;
     let l = c.leader().await;
     let w = c.client(l, "p", ReadMode::Stale);
+    let channel = aide::raft::network::channel(&c.nodes[l].addr).unwrap();
+    let mut cluster = ClusterServiceClient::new(channel.clone());
     for i in 0..20 {
         w.state_set(set("seen", &i.to_string())).await.unwrap();
+        // The node's status does not claim an index as applied before reads could see it.
+        let status = cluster.status(StatusRequest::default()).await.unwrap();
+        let reported: u64 = status
+            .metadata()
+            .get("x-aide-applied-index")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let own = status.get_ref().nodes.iter().find(|n| n.state == "leader");
+        let own = own.expect("the leader reports itself").applied_index;
+        assert!(
+            own <= reported,
+            "status of the leader right after write {i}: applied index {own}, but its reads \
+             reflect {reported}"
+        );
         assert_eq!(
             value_at(&w, "seen").await,
             Some(i.to_string()),
@@ -327,7 +347,6 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
         );
     }
     // Likewise a watch that begins right after an answer does not report that change as new.
-    let channel = aide::raft::network::channel(&c.nodes[l].addr).unwrap();
     let mut swarm = swarm_service_client::SwarmServiceClient::new(channel);
     w.state_set(set("watched", "before")).await.unwrap();
     let mut req = tonic::Request::new(WatchStateRequest::default());

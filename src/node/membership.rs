@@ -205,7 +205,9 @@ impl Node {
             .to_string(),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
+            // What reads here reflect: the batch of openraft's last applied entry may still
+            // be landing in the store.
+            applied_index: self.applied_index(),
             lag: 0,
             reachable: true,
         }
