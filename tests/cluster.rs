@@ -366,6 +366,38 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
     );
 }
 
+/// Applied changes are held in memory for a moment and written to the store several entries
+/// at a time; a read that needs them has them written at once. Here the nodes may hold them for
+/// ten minutes: each read below would wait out its 5 s bound and fail if it did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_have_the_changes_they_need_written_at_once() {
+    let mut c = Cluster::start(3, &["--failpoints", "--landing-hold-ms", "600000"]).await;
+    let l = c.leader().await;
+    let f = c.follower().await;
+    let w = c.client(l, "p", ReadMode::Stale);
+    let lin = c.client(f, "p", ReadMode::Linearizable);
+    for i in 0..5 {
+        w.state_set(set("held", &i.to_string())).await.unwrap();
+        assert_eq!(
+            value_at(&w, "held").await,
+            Some(i.to_string()),
+            "a stale read at the leader after write {i}"
+        );
+        let at_follower = c.client_at_index(f, "p", w.last_index());
+        assert_eq!(
+            value_at(&at_follower, "held").await,
+            Some(i.to_string()),
+            "a read at a follower with the min-index of write {i}"
+        );
+    }
+    w.state_set(set("held", "last")).await.unwrap();
+    assert_eq!(
+        value_at(&lin, "held").await.as_deref(),
+        Some("last"),
+        "a linearizable read at a follower"
+    );
+}
+
 /// The TCP connections on this machine (any state, TIME_WAIT included) with an end on `port`
 /// other than its listening socket, from /proc/net/tcp.
 fn connections_to(port: u16) -> usize {

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// written to the store.
     #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
     pub landing_delay_ms: Option<u64>,
+    /// Testing only (needs --failpoints): how long applied changes may be held in memory when
+    /// no reader waits for them (default 5).
+    #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
+    pub landing_hold_ms: Option<u64>,
 }
 
 /// The data directory used when none is given.
@@ -122,6 +126,9 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
         },
         failpoints: args.failpoints,
         landing_delay: std::time::Duration::from_millis(args.landing_delay_ms.unwrap_or(0)),
+        landing_hold: args
+            .landing_hold_ms
+            .map_or(crate::raft::landing::HOLD, std::time::Duration::from_millis),
         api_key: g.api_key.clone(),
         tls: match (
             g.tls_cert.clone().or(file.tls_cert),

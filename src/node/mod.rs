@@ -43,6 +43,8 @@ pub struct Node {
     answered: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a batch of applied entries could not be written to the store.
     landing_failed: Arc<std::sync::atomic::AtomicBool>,
+    /// Applied changes not yet in the store; reads ask for them to be written.
+    landing: Arc<crate::raft::landing::Landing>,
     clock: Clock,
     /// Unix seconds when the node started.
     pub started_at: i64,

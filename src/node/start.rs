@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// Testing only (with `failpoints`): how long each applied batch waits before it is written
     /// to the store, to make the moment between an answer and its write observable.
     pub landing_delay: std::time::Duration,
+    /// How long applied changes may be held in memory when no reader waits for them
+    /// ([`crate::raft::landing::HOLD`] but in tests).
+    pub landing_hold: std::time::Duration,
     /// Serve TLS with these files, and present them to other nodes.
     pub tls: Option<crate::tls::TlsFiles>,
     /// The (admin) API key a new node joining a cluster that requires keys sends.
@@ -63,6 +66,7 @@ impl NodeConfig {
             timing: RaftTiming::default(),
             failpoints: false,
             landing_delay: std::time::Duration::ZERO,
+            landing_hold: crate::raft::landing::HOLD,
             tls: None,
             api_key: None,
         }
@@ -97,6 +101,8 @@ pub struct RunningNode {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
     background: Vec<JoinHandle<()>>,
+    /// Writes applied changes to the store behind the state machine.
+    lander: JoinHandle<()>,
     closing: watch::Sender<bool>,
 }
 
@@ -180,7 +186,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         answered: answered.clone(),
         landing_failed: landing_failed.clone(),
         landing_delay: config.landing_delay,
+        landing_hold: config.landing_hold,
     };
+    let landing = Arc::new(crate::raft::landing::Landing::default());
+    // Stopped last at shutdown, after it has written what the state machine still holds.
+    let lander = tokio::spawn(crate::raft::landing::run(
+        landing.clone(),
+        store.state.clone(),
+        followers.clone(),
+    ));
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();
     let raft_config =
@@ -194,7 +208,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             channels: channels.clone(),
         },
         log,
-        StateMachine::new(store.clone(), followers).map_err(StartError::Store)?,
+        StateMachine::new(store.clone(), followers, landing.clone()).map_err(StartError::Store)?,
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -232,6 +246,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         applied: applied_rx,
         answered,
         landing_failed,
+        landing,
         started_at: super::wall_nanos() / 1_000_000_000,
         channels,
         closing: closing_rx,
@@ -288,6 +303,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         server,
         stop_server,
         background,
+        lander,
         closing,
     })
 }
@@ -431,6 +447,7 @@ impl RunningNode {
         if let Err(e) = self.node.wait_applied(self.node.answered_index()).await {
             tracing::warn!(error = %e, "the last applied entries did not reach the store");
         }
+        self.lander.abort();
         self.node.search.shutdown(self.node.applied_index());
         self.node.audit.close();
         if let Err(e) = self

@@ -4,6 +4,7 @@
 // openraft's own error types are large; they are what its traits return.
 #![allow(clippy::result_large_err)]
 
+pub mod landing;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

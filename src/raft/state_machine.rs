@@ -2,14 +2,16 @@
 //! one sled batch per call (data and the applied log id together), then feeds the search index
 //! and the watch streams; builds and installs snapshots of the whole `state` tree.
 //!
-//! The results of an apply go back to the clients while its batch is still being written (on a
-//! blocking thread): the entries are already on a quorum's disks, and a node that stops before
-//! the batch lands applies them again from its log at the next start. Everything that reads the
-//! store waits for the batch instead: the next apply, a snapshot, an install, reads and new
-//! watch streams (through the applied index, which moves only once the batch has landed, and
-//! [`Followers::answered`]). A batch that changes API keys lands before its answer, because the
-//! key check reads the store directly.
+//! The results of an apply go back to the clients before its writes are in the store: they are
+//! held in memory and written behind, several entries' in one batch ([`super::landing`]); the
+//! entries are already on a quorum's disks, and a node that stops before the batch lands applies
+//! them again from its log at the next start. Everything that reads the store waits for the
+//! changes it needs instead: the next apply reads through the held writes, a snapshot and an
+//! install land them first, and reads and new watch streams wait for the applied index (which
+//! moves only once a batch has landed) to reach [`Followers::answered`]. An entry that changes
+//! API keys lands before its answer, because the key check reads the store directly.
 
+use super::landing::{self, Landing};
 use super::{read_err, write_err, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 use crate::apply::{self, Effect, RequestChanges, RequestIndex};
 use crate::command::{Command, ProposalResult};
@@ -20,7 +22,7 @@ use crate::storage::{records, Store, Txn};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
@@ -40,15 +42,17 @@ pub struct Followers {
     /// The highest index whose results were returned; its batch may still be landing.
     pub answered: Arc<AtomicU64>,
     /// Set when a batch could not be written: reads that wait for it fail instead.
-    pub landing_failed: Arc<std::sync::atomic::AtomicBool>,
+    pub landing_failed: Arc<AtomicBool>,
     /// Testing only: how long a batch waits before it is written (zero: not at all).
     pub landing_delay: std::time::Duration,
+    /// How long applied changes may be held in memory when no reader waits for them.
+    pub landing_hold: std::time::Duration,
 }
 
 impl Followers {
     /// Tells the search index, the watch streams and the readers about the batch up to `index`,
     /// which is in the store now.
-    fn publish(&self, index: u64, effects: Vec<Effect>) {
+    pub(super) fn publish(&self, index: u64, effects: Vec<Effect>) {
         let mut ops = Vec::new();
         for e in effects {
             match e {
@@ -65,9 +69,6 @@ impl Followers {
     }
 }
 
-/// The write of an applied batch, on a blocking thread.
-type Landing = tokio::task::JoinHandle<Result<(), sled::Error>>;
-
 /// The state machine of a node.
 pub struct StateMachine {
     store: Store,
@@ -75,10 +76,8 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotFiles>,
     /// Where each remembered request id's result is stored, derived from the store.
     requests: RequestIndex,
-    /// The last apply's batch while it is being written.
-    landing: Option<Landing>,
-    /// Why a batch could not be written: every later call fails with it.
-    broken: Option<String>,
+    /// The applied changes not yet in the store.
+    landing: Arc<Landing>,
 }
 
 /// The applied log id and membership stored in the `state` tree.
@@ -91,7 +90,13 @@ pub fn stored_applied(
 }
 
 impl StateMachine {
-    pub fn new(store: Store, followers: Followers) -> Result<Self, crate::storage::StoreError> {
+    /// The state machine of a node whose held changes `landing` keeps (written behind by
+    /// [`landing::run`]).
+    pub fn new(
+        store: Store,
+        followers: Followers,
+        landing: Arc<Landing>,
+    ) -> Result<Self, crate::storage::StoreError> {
         let snapshots = Arc::new(SnapshotFiles::new(store.snapshot_dir()));
         let requests = RequestIndex::load(&store.state)?;
         Ok(StateMachine {
@@ -99,28 +104,25 @@ impl StateMachine {
             followers,
             snapshots,
             requests,
-            landing: None,
-            broken: None,
+            landing,
         })
     }
 
-    /// Waits until the last apply's batch is in the store. A failed write stops Raft on this
-    /// node, as a failed apply does; the entries stay in the log for the next start.
+    /// Writes the held changes to the store now. A failed write stops Raft on this node, as a
+    /// failed apply does; the entries stay in the log for the next start.
     async fn landed(&mut self) -> Result<(), StorageError> {
-        if let Some(landing) = self.landing.take() {
-            match landing.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.broken = Some(e.to_string()),
-                Err(e) => self.broken = Some(e.to_string()),
-            }
-        }
-        match &self.broken {
-            None => Ok(()),
-            Some(e) => Err(write_err(std::io::Error::other(format!(
-                "writing applied entries to the store failed: {e}"
-            )))),
-        }
+        let mut held = self.landing.lock().await;
+        landing::land(&mut held, &self.store.state, &self.followers)
+            .await
+            .map_err(broken)
     }
+}
+
+/// The error of every call after a batch could not be written.
+fn broken(e: String) -> StorageError {
+    write_err(std::io::Error::other(format!(
+        "writing applied entries to the store failed: {e}"
+    )))
 }
 
 /// Whether an entry changes API keys (its batch then lands before the answer).
@@ -146,9 +148,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // This apply reads what the last one wrote.
-        self.landed().await?;
-        let mut txn = Txn::new(&self.store.state);
+        // This apply reads what the last ones wrote, held or in the store (a batch being
+        // written holds the lock until it is in).
+        let landing = self.landing.clone();
+        let mut held = landing.lock().await;
+        if let Some(e) = &held.broken {
+            return Err(broken(e.clone()));
+        }
+        // Should this apply fail, Raft stops here: the held writes of earlier entries are
+        // dropped with it and applied again from the log at the next start.
+        held.broken = Some("an earlier apply failed".into());
+        let mut txn = Txn::over(&self.store.state, std::mem::take(&mut held.writes));
         let mut keys_changed = false;
         let mut changes = RequestChanges::default();
         let mut results = Vec::new();
@@ -179,36 +189,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             last = Some(entry.log_id);
         }
-        let Some(last) = last else { return Ok(results) };
+        held.broken = None;
+        let Some(last) = last else {
+            held.writes = txn.into_writes();
+            return Ok(results);
+        };
         records::put(&mut txn, keys::meta(APPLIED), &Some(last));
-        let batch = txn.into_batch();
         self.requests.commit(changes);
+        landing.hold(&mut held, txn.into_writes(), last.index, effects);
         if keys_changed {
-            self.store.state.apply_batch(batch).map_err(write_err)?;
-            self.followers.publish(last.index, effects);
-        } else {
-            let state = self.store.state.clone();
-            let followers = self.followers.clone();
-            self.landing = Some(tokio::task::spawn_blocking(move || {
-                if !followers.landing_delay.is_zero() {
-                    std::thread::sleep(followers.landing_delay);
-                }
-                if let Err(e) = state.apply_batch(batch) {
-                    tracing::error!(
-                        error = %e,
-                        index = last.index,
-                        "writing applied entries to the store failed; Raft stops on this node at \
-                         its next step, and the entries stay in its log"
-                    );
-                    followers.landing_failed.store(true, Ordering::Release);
-                    // Wakes the reads waiting for this batch, which now fail.
-                    followers.applied.send_modify(|_| {});
-                    return Err(e);
-                }
-                followers.publish(last.index, effects);
-                Ok(())
-            }));
+            landing::land(&mut held, &self.store.state, &self.followers)
+                .await
+                .map_err(broken)?;
         }
+        drop(held);
         self.followers
             .answered
             .fetch_max(last.index, Ordering::Release);

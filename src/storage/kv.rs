@@ -54,7 +54,7 @@ impl KvRead for sled::Tree {
 /// Pending writes over a sled tree. Reads see the pending writes first.
 pub struct Txn<'a> {
     base: &'a sled::Tree,
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: Writes,
 }
 
 impl<'a> Txn<'a> {
@@ -71,17 +71,35 @@ impl<'a> Txn<'a> {
         self.overlay.is_empty()
     }
 
+    /// Writes over `base` that begin with `overlay`: earlier writes not yet in `base`.
+    pub fn over(base: &'a sled::Tree, overlay: Writes) -> Self {
+        Txn { base, overlay }
+    }
+
+    /// The writes, to go on with or to commit later.
+    pub fn into_writes(self) -> Writes {
+        self.overlay
+    }
+
     /// The writes as one sled batch.
     pub fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.overlay {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
+        batch_of(self.overlay)
     }
+}
+
+/// Writes not yet in the store: a value, or `None` for a delete.
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// `writes` as one sled batch.
+pub fn batch_of(writes: Writes) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        }
+    }
+    batch
 }
 
 impl KvRead for Txn<'_> {
