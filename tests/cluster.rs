@@ -368,7 +368,9 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
 
 /// Applied changes are held in memory for a moment and written to the store several entries
 /// at a time; a read that needs them has them written at once. Here the nodes may hold them for
-/// ten minutes: each read below would wait out its 5 s bound and fail if it did not.
+/// ten minutes: each read below would wait out its 5 s bound and fail if it did not. (Watch
+/// streams and the search index learn of changes when they land: with such a hold and no read,
+/// ten minutes late.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_have_the_changes_they_need_written_at_once() {
     let mut c = Cluster::start(3, &["--failpoints", "--landing-hold-ms", "600000"]).await;

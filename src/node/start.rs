@@ -189,12 +189,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         landing_hold: config.landing_hold,
     };
     let landing = Arc::new(crate::raft::landing::Landing::default());
-    // Stopped last at shutdown, after it has written what the state machine still holds.
-    let lander = tokio::spawn(crate::raft::landing::run(
-        landing.clone(),
-        store.state.clone(),
-        followers.clone(),
-    ));
+    let lander_followers = followers.clone();
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();
     let raft_config =
@@ -232,6 +227,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         store.set_node_id(id)?;
     }
 
+    // Started once nothing above can fail (it keeps the store open); what the state machine
+    // held before waits for it. Stopped last at shutdown, after it has written what is held.
+    let lander = tokio::spawn(crate::raft::landing::run(
+        landing.clone(),
+        store.state.clone(),
+        lander_followers,
+    ));
     let (closing, closing_rx) = watch::channel(false);
     let (batcher, batch_queue) = super::batch::Batcher::new();
     let (reads, read_rounds) = super::read::ReadIndexQueue::new();

@@ -13,6 +13,7 @@
 use super::state_machine::Followers;
 use crate::apply::Effect;
 use crate::storage::kv::{batch_of, Writes};
+use futures::FutureExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct Held {
     pub writes: Writes,
     /// The last log index whose changes are in `writes`.
     index: u64,
+    /// The last log index whose changes are in the store (as far as this node wrote them).
+    landed: u64,
     /// What to tell the search index and the watch streams once they are in the store.
     effects: Vec<Effect>,
     /// When the first of them was applied (`None`: nothing is held).
@@ -59,17 +62,19 @@ impl Landing {
         self.held.lock().await
     }
 
-    /// Holds `writes` (all held writes, with those of the entries up to `index`) and the
-    /// entries' `effects`.
+    /// Holds `writes`, the changes of the entries up to `index` (over those already held), and
+    /// the entries' `effects`.
     pub fn hold(&self, held: &mut Held, writes: Writes, index: u64, effects: Vec<Effect>) {
-        held.writes = writes;
+        held.writes.extend(writes);
         held.index = index;
         held.effects.extend(effects);
         if held.since.is_none() {
             held.since = Some(Instant::now());
             self.filled.notify_one();
         }
-        if held.writes.len() >= MAX_KEYS {
+        // A reader already waits for one of these entries, or there are many.
+        let wanted = self.wanted.load(Ordering::Acquire);
+        if (wanted > held.landed && wanted <= index) || held.writes.len() >= MAX_KEYS {
             self.urgent.notify_one();
         }
     }
@@ -98,6 +103,7 @@ pub async fn land(
     let writes = std::mem::take(&mut held.writes);
     let effects = std::mem::take(&mut held.effects);
     let index = held.index;
+    held.landed = index;
     let state = state.clone();
     let delay = followers.landing_delay;
     let written = tokio::task::spawn_blocking(move || {
@@ -135,18 +141,30 @@ pub async fn land(
 pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers) {
     loop {
         landing.filled.notified().await;
-        let Some(since) = landing.lock().await.since else {
-            continue;
+        let (since, index, landed) = {
+            let held = landing.lock().await;
+            (held.since, held.index, held.landed)
         };
-        let wanted = landing.wanted.load(Ordering::Acquire) > *followers.applied.borrow();
-        if !wanted {
+        let Some(since) = since else { continue };
+        // A reader that waits for an entry not applied yet is told by `hold` when it is; one
+        // that asks for an index far ahead (a client's min-index can be anything) does not
+        // stop the batching.
+        let wanted = landing.wanted.load(Ordering::Acquire);
+        if !(wanted > landed && wanted <= index) {
+            let until = since
+                .checked_add(followers.landing_hold)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
                 _ = landing.urgent.notified() => {}
-                _ = tokio::time::sleep_until(since + followers.landing_hold) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
         let mut held = landing.lock().await;
         // A failure is logged and kept in `held`, where the state machine finds it.
         let _ = land(&mut held, &state, &followers).await;
+        drop(held);
+        // A reader's request that this batch answered is not a reason to cut the next one
+        // short.
+        let _ = landing.urgent.notified().now_or_never();
     }
 }

@@ -1,6 +1,7 @@
-//! The openraft state machine adapter: applies committed entries through [`crate::apply`] in
-//! one sled batch per call (data and the applied log id together), then feeds the search index
-//! and the watch streams; builds and installs snapshots of the whole `state` tree.
+//! The openraft state machine adapter: applies committed entries through [`crate::apply`],
+//! their changes and the applied log id written to sled together, one atomic batch for one or
+//! more calls; then feeds the search index and the watch streams; builds and installs snapshots
+//! of the whole `state` tree.
 //!
 //! The results of an apply go back to the clients before its writes are in the store: they are
 //! held in memory and written behind, several entries' in one batch ([`super::landing`]); the
@@ -155,10 +156,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(e) = &held.broken {
             return Err(broken(e.clone()));
         }
-        // Should this apply fail, Raft stops here: the held writes of earlier entries are
-        // dropped with it and applied again from the log at the next start.
-        held.broken = Some("an earlier apply failed".into());
-        let mut txn = Txn::over(&self.store.state, std::mem::take(&mut held.writes));
+        // Should this apply fail, Raft stops here; the held writes of earlier entries, which
+        // were answered, stay apart from this apply's and still land.
+        let mut txn = Txn::over(&self.store.state, &held.writes);
         let mut keys_changed = false;
         let mut changes = RequestChanges::default();
         let mut results = Vec::new();
@@ -189,14 +189,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             last = Some(entry.log_id);
         }
-        held.broken = None;
-        let Some(last) = last else {
-            held.writes = txn.into_writes();
-            return Ok(results);
-        };
+        let Some(last) = last else { return Ok(results) };
         records::put(&mut txn, keys::meta(APPLIED), &Some(last));
+        let writes = txn.into_writes();
         self.requests.commit(changes);
-        landing.hold(&mut held, txn.into_writes(), last.index, effects);
+        landing.hold(&mut held, writes, last.index, effects);
         if keys_changed {
             landing::land(&mut held, &self.store.state, &self.followers)
                 .await

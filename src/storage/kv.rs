@@ -1,6 +1,7 @@
 //! The small key-value trait the state machine and the read path are written against, its
-//! implementation on a sled tree, and [`Txn`]: the writes of one apply batch, visible to the reads
-//! that follow them and committed to sled in one atomic batch.
+//! implementation on a sled tree, and [`Txn`]: the writes of one apply, visible to the reads
+//! that follow them, over the writes of earlier applies not yet in sled; the state machine
+//! commits them to sled together in one atomic batch.
 
 use super::StoreError;
 use std::collections::BTreeMap;
@@ -51,9 +52,11 @@ impl KvRead for sled::Tree {
     }
 }
 
-/// Pending writes over a sled tree. Reads see the pending writes first.
+/// Pending writes over earlier writes not yet in a sled tree (`below`), over the tree. Reads
+/// see the pending writes first, then the earlier ones.
 pub struct Txn<'a> {
     base: &'a sled::Tree,
+    below: Option<&'a Writes>,
     overlay: Writes,
 }
 
@@ -62,6 +65,7 @@ impl<'a> Txn<'a> {
     pub fn new(base: &'a sled::Tree) -> Self {
         Txn {
             base,
+            below: None,
             overlay: BTreeMap::new(),
         }
     }
@@ -71,12 +75,16 @@ impl<'a> Txn<'a> {
         self.overlay.is_empty()
     }
 
-    /// Writes over `base` that begin with `overlay`: earlier writes not yet in `base`.
-    pub fn over(base: &'a sled::Tree, overlay: Writes) -> Self {
-        Txn { base, overlay }
+    /// An empty set of writes over `below`, earlier writes not yet in `base`, over `base`.
+    pub fn over(base: &'a sled::Tree, below: &'a Writes) -> Self {
+        Txn {
+            base,
+            below: Some(below),
+            overlay: BTreeMap::new(),
+        }
     }
 
-    /// The writes, to go on with or to commit later.
+    /// The writes made through this (not those below them).
     pub fn into_writes(self) -> Writes {
         self.overlay
     }
@@ -104,7 +112,11 @@ pub fn batch_of(writes: Writes) -> sled::Batch {
 
 impl KvRead for Txn<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.overlay.get(key) {
+        match self
+            .overlay
+            .get(key)
+            .or_else(|| self.below.and_then(|b| b.get(key)))
+        {
             Some(v) => Ok(v.clone()),
             None => KvRead::get(self.base, key),
         }
@@ -112,10 +124,18 @@ impl KvRead for Txn<'_> {
 
     fn scan(&self, prefix: &[u8], reverse: bool, visit: Visit<'_>) -> Result<(), StoreError> {
         let base = self.base.scan_prefix(prefix);
-        let pending = self
-            .overlay
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix));
+        if let Some(below) = self.below {
+            // The earlier writes in range, with this one's in their place where both wrote.
+            let mut pending: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> =
+                in_range(below, prefix).collect();
+            pending.extend(in_range(&self.overlay, prefix));
+            return if reverse {
+                merge(base.rev(), pending.into_iter().rev(), true, visit)
+            } else {
+                merge(base, pending.into_iter(), false, visit)
+            };
+        }
+        let pending = in_range(&self.overlay, prefix);
         if reverse {
             let pending: Vec<_> = pending.collect();
             merge(base.rev(), pending.into_iter().rev(), true, visit)
@@ -123,6 +143,15 @@ impl KvRead for Txn<'_> {
             merge(base, pending, false, visit)
         }
     }
+}
+
+/// The writes of `w` whose key starts with `prefix`, in key order.
+fn in_range<'w>(
+    w: &'w Writes,
+    prefix: &'w [u8],
+) -> impl Iterator<Item = (&'w Vec<u8>, &'w Option<Vec<u8>>)> + 'w {
+    w.range(prefix.to_vec()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
 /// Visits the union of `base` and `pending` in order (descending when `reverse`); a pending
@@ -224,6 +253,38 @@ mod tests {
         assert_eq!(
             collect(&tree, b"a", false),
             vec![b"a2".to_vec(), b"a3".to_vec()]
+        );
+    }
+
+    #[test]
+    fn writes_over_earlier_unwritten_ones_see_both_and_keep_them_apart() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        for k in ["a1", "a2", "a3"] {
+            tree.insert(k, b"stored".to_vec()).unwrap();
+        }
+        let mut earlier = Txn::new(&tree);
+        earlier.delete(b"a1".to_vec());
+        earlier.put(b"a2".to_vec(), b"earlier".to_vec());
+        earlier.put(b"a4".to_vec(), b"earlier".to_vec());
+        let earlier = earlier.into_writes();
+        let mut txn = Txn::over(&tree, &earlier);
+        assert_eq!(txn.get(b"a1").unwrap(), None, "an earlier delete");
+        assert_eq!(txn.get(b"a2").unwrap(), Some(b"earlier".to_vec()));
+        assert_eq!(txn.get(b"a3").unwrap(), Some(b"stored".to_vec()));
+        txn.put(b"a1".to_vec(), b"now".to_vec());
+        txn.delete(b"a4".to_vec());
+        assert_eq!(txn.get(b"a1").unwrap(), Some(b"now".to_vec()));
+        assert_eq!(txn.get(b"a4").unwrap(), None);
+        let keys = |v: &[&str]| v.iter().map(|k| k.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(collect(&txn, b"a", false), keys(&["a1", "a2", "a3"]));
+        assert_eq!(collect(&txn, b"a", true), keys(&["a3", "a2", "a1"]));
+        // The earlier writes are untouched: dropping this apply's leaves them to be written.
+        let mine = txn.into_writes();
+        assert_eq!(mine.len(), 2);
+        assert_eq!(
+            earlier.get(b"a4".as_slice()),
+            Some(&Some(b"earlier".to_vec()))
         );
     }
 }
