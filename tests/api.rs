@@ -3,7 +3,7 @@
 mod common;
 
 use aide::grpc::pb::aidememory::*;
-use common::NodeProc;
+use common::{reported_index, NodeProc};
 use tokio_stream::StreamExt;
 
 fn node() -> (tempfile::TempDir, NodeProc) {
@@ -713,26 +713,8 @@ async fn a_write_sent_twice_with_one_request_id_applies_once() {
         .await
         .unwrap();
     assert_eq!(listed.messages.len(), 1, "and the message exists once");
-    let index: u64 = first
-        .metadata()
-        .get("x-aide-applied-index")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let index = reported_index(first.metadata());
     assert!(index > 0, "responses carry the applied index");
-}
-
-/// The applied index a response (or an error) reports.
-fn reported_index(metadata: &tonic::metadata::MetadataMap) -> u64 {
-    metadata
-        .get("x-aide-applied-index")
-        .expect("the response reports x-aide-applied-index")
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]

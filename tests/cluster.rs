@@ -9,7 +9,7 @@ use aide::client::ReadMode;
 use aide::grpc::pb::aidememory::*;
 use aide::grpc::pb::cluster::{cluster_service_client::ClusterServiceClient, StatusRequest};
 use common::cluster::Cluster;
-use common::{cli, cli_with_config, client_for};
+use common::{cli, cli_with_config, client_for, reported_index};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -325,14 +325,7 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
         w.state_set(set("seen", &i.to_string())).await.unwrap();
         // The node's status does not claim an index as applied before reads could see it.
         let status = cluster.status(StatusRequest::default()).await.unwrap();
-        let reported: u64 = status
-            .metadata()
-            .get("x-aide-applied-index")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let reported = reported_index(status.metadata());
         let own = status.get_ref().nodes.iter().find(|n| n.state == "leader");
         let own = own.expect("the leader reports itself").applied_index;
         assert!(

@@ -12,6 +12,17 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The applied index a response (or an error) reports.
+pub fn reported_index(metadata: &tonic::metadata::MetadataMap) -> u64 {
+    metadata
+        .get("x-aide-applied-index")
+        .expect("the response reports x-aide-applied-index")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// The `aide` binary under test.
 pub fn aide_bin() -> &'static str {
     env!("CARGO_BIN_EXE_aide")
