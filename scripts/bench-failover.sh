@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures how long the local 3-node cluster (scripts/cluster-up.sh) stops taking writes when
-# its leader is killed with SIGKILL. Each run: one closed-loop client writes (aide bench,
+# Measures how long a local 3-node cluster (scripts/cluster-up.sh, fresh, in a temporary
+# directory, stopped at the end) stops taking writes when its leader is killed with SIGKILL. Each run: one closed-loop client writes (aide bench,
 # state-set, all three endpoints) for 6 s; 2 s in, the leader's PID gets SIGKILL; the write in
 # flight then completes only once the survivors have a new leader, so the run's maximum write
 # latency bounds the time from the kill to the first write accepted. The killed node is then
@@ -8,10 +8,18 @@
 # figure and the median. Usage: scripts/bench-failover.sh [RUNS] (default 5).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-dir=${AIDE_CLUSTER_DIR:-$root/.aide/cluster}
 aide=${AIDE_BIN:-$root/target/release/aide}
 runs=${1:-5}
 remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
+# A fresh cluster of its own, in a temporary directory, stopped (by PID) when the script ends.
+work=$(mktemp -d)
+dir=$work/cluster
+export AIDE_BIN=$aide AIDE_CLUSTER_DIR=$dir
+cleanup() {
+  "$root/scripts/cluster-down.sh" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 "$root/scripts/cluster-up.sh" >/dev/null
 
 leader_id() {
