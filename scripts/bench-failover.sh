@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures how long a local 3-node cluster (scripts/cluster-up.sh, fresh, in a temporary
-# directory, stopped at the end) stops taking writes when its leader is killed with SIGKILL. Each run: one closed-loop client writes (aide bench,
-# state-set, all three endpoints) for 6 s; 2 s in, the leader's PID gets SIGKILL; the write in
+# directory, stopped at the end) stops taking writes when its leader is killed with SIGKILL.
+# Each run: one closed-loop client writes (aide bench, state-set, all three endpoints) for 6 s;
+# 2 s in, the leader's PID gets SIGKILL; the write in
 # flight then completes only once the survivors have a new leader, so the run's maximum write
 # latency bounds the time from the kill to the first write accepted. The killed node is then
 # restarted and the cluster waits for three voters before the next run. Prints each run's

@@ -185,10 +185,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         applied: applied_tx,
         answered: answered.clone(),
         landing_failed: landing_failed.clone(),
-        landing_delay: config.landing_delay,
-        landing_hold: config.landing_hold,
     };
-    let landing = Arc::new(crate::raft::landing::Landing::default());
+    let landing = Arc::new(crate::raft::landing::Landing::new(
+        config.landing_hold,
+        config.landing_delay,
+    ));
     let lander_followers = followers.clone();
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();

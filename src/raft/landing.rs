@@ -43,10 +43,13 @@ pub struct Held {
     pub broken: Option<String>,
 }
 
-/// The held changes of a node's state machine and the signals of its writer.
-#[derive(Default)]
+/// The held changes of a node's state machine, and the settings and signals of its writer.
 pub struct Landing {
     held: Mutex<Held>,
+    /// How long changes may be held when no reader waits for them ([`HOLD`] but in tests).
+    hold: Duration,
+    /// Testing only: how long a batch waits before it is written (zero: not at all).
+    delay: Duration,
     /// Something is held: wakes the writer.
     filled: Notify,
     /// A reader waits, or the held changes grew large: write them now.
@@ -56,6 +59,18 @@ pub struct Landing {
 }
 
 impl Landing {
+    /// Nothing held yet; changes may be held for `hold`, and each batch waits `delay` first.
+    pub fn new(hold: Duration, delay: Duration) -> Landing {
+        Landing {
+            held: Mutex::default(),
+            hold,
+            delay,
+            filled: Notify::new(),
+            urgent: Notify::new(),
+            wanted: AtomicU64::new(0),
+        }
+    }
+
     /// The held changes. While a batch is being written the lock is held, so whoever takes it
     /// next finds those changes in the store.
     pub async fn lock(&self) -> MutexGuard<'_, Held> {
@@ -90,6 +105,7 @@ impl Landing {
 /// and the readers. A failed write is kept as the reason every later call fails (Raft stops on
 /// this node at its next step; the entries stay in its log).
 pub async fn land(
+    landing: &Landing,
     held: &mut Held,
     state: &sled::Tree,
     followers: &Followers,
@@ -105,7 +121,7 @@ pub async fn land(
     let index = held.index;
     held.landed = index;
     let state = state.clone();
-    let delay = followers.landing_delay;
+    let delay = landing.delay;
     let written = tokio::task::spawn_blocking(move || {
         if !delay.is_zero() {
             std::thread::sleep(delay);
@@ -137,7 +153,7 @@ pub async fn land(
 }
 
 /// Runs as long as the node: writes the held changes when a reader wants them, when they have
-/// waited [`Followers::landing_hold`] ([`HOLD`]) or when they reach [`MAX_KEYS`].
+/// waited [`Landing::new`]'s `hold` ([`HOLD`]) or when they reach [`MAX_KEYS`].
 pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers) {
     loop {
         landing.filled.notified().await;
@@ -152,7 +168,7 @@ pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers)
         let wanted = landing.wanted.load(Ordering::Acquire);
         if !(wanted > landed && wanted <= index) {
             let until = since
-                .checked_add(followers.landing_hold)
+                .checked_add(landing.hold)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
                 _ = landing.urgent.notified() => {}
@@ -161,7 +177,7 @@ pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers)
         }
         let mut held = landing.lock().await;
         // A failure is logged and kept in `held`, where the state machine finds it.
-        let _ = land(&mut held, &state, &followers).await;
+        let _ = land(&landing, &mut held, &state, &followers).await;
         drop(held);
         // A reader's request that this batch answered is not a reason to cut the next one
         // short.

@@ -44,10 +44,6 @@ pub struct Followers {
     pub answered: Arc<AtomicU64>,
     /// Set when a batch could not be written: reads that wait for it fail instead.
     pub landing_failed: Arc<AtomicBool>,
-    /// Testing only: how long a batch waits before it is written (zero: not at all).
-    pub landing_delay: std::time::Duration,
-    /// How long applied changes may be held in memory when no reader waits for them.
-    pub landing_hold: std::time::Duration,
 }
 
 impl Followers {
@@ -113,7 +109,7 @@ impl StateMachine {
     /// failed apply does; the entries stay in the log for the next start.
     async fn landed(&mut self) -> Result<(), StorageError> {
         let mut held = self.landing.lock().await;
-        landing::land(&mut held, &self.store.state, &self.followers)
+        landing::land(&self.landing, &mut held, &self.store.state, &self.followers)
             .await
             .map_err(broken)
     }
@@ -195,7 +191,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.requests.commit(changes);
         landing.hold(&mut held, writes, last.index, effects);
         if keys_changed {
-            landing::land(&mut held, &self.store.state, &self.followers)
+            landing::land(&landing, &mut held, &self.store.state, &self.followers)
                 .await
                 .map_err(broken)?;
         }
