@@ -7,7 +7,8 @@
 //! - `db/` — sled: trees `raft_meta` (vote, committed and purged log ids) and `state` (every
 //!   replicated record plus the applied log id, written together in one atomic batch); the
 //!   `raft_log` tree held the Raft log before it moved to `raft-log/` and is emptied at start.
-//! - `raft-log/` — the Raft log in segment files (`crate::raft::wal`).
+//! - `raft-log/` — the Raft log in segment files, and a zero-filled spare segment
+//!   (`crate::raft::wal`).
 //! - `search/` — the tantivy index, derived from `state` and rebuilt from it when needed.
 //! - `snapshots/` — the newest Raft snapshot.
 //! - `durable.mark` — the applied log index the database last made durable, written after a
