@@ -21,14 +21,15 @@
 //!
 //! Segments are zero-filled ahead of use. An `fdatasync` after writes that grow a file must also
 //! commit the file's new size and blocks to the file system's journal; after writes into blocks
-//! already written and flushed it has only the data to write (here 0.13 against 0.29 ms at the
-//! median, three logs syncing at once). A thread of the log's own keeps one spare segment ready
-//! ([`SPARE`]: the header, then [`SPARE_BYTES`] of zeros, flushed) once appends have grown the
-//! log by an eighth of that or left less than that in the newest segment's zeros (so a
-//! short-lived node, such as the CLI's local one, makes none);
-//! an append that would grow the newest segment starts a new one from the spare instead
-//! (renamed to its name) when one is ready, else grows it. So a segment holds its records and then zeros: at open, a record
-//! header of zeros followed by nothing but zeros ends the records cleanly.
+//! already written and flushed it has only the data to write (here 0.22 against 0.30-0.37 ms
+//! at the median, three logs syncing at once: `scripts/fsync-prezeroed.py`). A thread of the
+//! log's own keeps one spare segment ready ([`SPARE`]: the header, then [`SPARE_BYTES`] of
+//! zeros, flushed) once appends have grown the log by an eighth of that or left less than that
+//! in the newest segment's zeros (so a short-lived node, such as the CLI's local one, makes
+//! none); an append that would grow the newest segment starts a new one from the spare instead
+//! (renamed to its name) when one is ready, else grows it. So a segment holds its records and
+//! then zeros: at open, a record header of zeros followed by nothing but zeros ends the records
+//! cleanly.
 
 use crate::storage::StoreError;
 use std::collections::{BTreeMap, VecDeque};
@@ -360,7 +361,8 @@ fn make_spare(dir: &Path, bytes: u64, closing: &AtomicBool) -> std::io::Result<F
     file.write_all_at(MAGIC, 0)?;
     // Written a page at a time: the page cache holds bigger writes in bigger folios, which are
     // dirtied and written back whole, so each small append after them wrote its whole folio
-    // (1.85 MB per 24 KB append where the zeros went out 1 MiB at a time).
+    // (939 KB per 24 KB append where the zeros went out 1 MiB at a time:
+    // `scripts/fsync-prezeroed.py`).
     let zeros = vec![0u8; 4096];
     let mut at = MAGIC.len() as u64;
     let end = at + bytes;
@@ -388,6 +390,7 @@ fn start_spares(dir: &Path, bytes: u64) -> Result<Spares, StoreError> {
     let (want, wanted) = mpsc::channel::<()>();
     let (made_tx, made) = mpsc::channel::<File>();
     let dir = dir.to_path_buf();
+    let dir_shown = dir.clone();
     let closing = Arc::new(AtomicBool::new(false));
     let stop = closing.clone();
     let thread = std::thread::Builder::new()
@@ -418,7 +421,7 @@ fn start_spares(dir: &Path, bytes: u64) -> Result<Spares, StoreError> {
                 }
             }
         })
-        .map_err(|e| StoreError::io(&dir_of(&path), e))?;
+        .map_err(|e| StoreError::io(&dir_shown, e))?;
     Ok(Spares {
         ready: None,
         made,
@@ -428,10 +431,6 @@ fn start_spares(dir: &Path, bytes: u64) -> Result<Spares, StoreError> {
         grown: Some(0),
         first_after: bytes / 8,
     })
-}
-
-fn dir_of(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 impl Wal {
@@ -496,8 +495,9 @@ impl Wal {
             if let Some(problem) = problem {
                 return Err(damaged(dir, problem));
             }
-            let len = match tail {
-                Tail::Clean(end) => end,
+            // Where its records end, and the file's size (zeros between the two).
+            let (len, size) = match tail {
+                Tail::Clean(end) => (end, size),
                 Tail::Torn(at, why)
                     if Some(first) == last_segment
                         && !File::open(&path)
@@ -517,7 +517,7 @@ impl Wal {
                             .map_err(|e| StoreError::io(&path, e))?;
                     }
                     f.sync_all().map_err(|e| StoreError::io(&path, e))?;
-                    keep
+                    (keep, keep)
                 }
                 Tail::Torn(_, why) => {
                     return Err(damaged(dir, format!("{}: {why}", path.display())))
@@ -528,13 +528,12 @@ impl Wal {
                 .write(true)
                 .open(&path)
                 .map_err(|e| StoreError::io(&path, e))?;
-            let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
             inner.segments.insert(
                 first,
                 Segment {
                     file: Arc::new(file),
                     len,
-                    size: size.max(len),
+                    size,
                 },
             );
         }
