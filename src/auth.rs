@@ -34,6 +34,19 @@ pub struct Caller {
     pub key: Option<ApiKey>,
     /// The call, `Service/Method`.
     pub operation: String,
+    /// Admitted without a key because keys were off here: what to check if they are on once
+    /// the call has waited for its read barrier (a node behind the enabling admits calls the
+    /// leader already requires a key for).
+    pub keyless: Option<Keyless>,
+}
+
+/// What a call admitted without a key needs, should keys be on when it is served.
+#[derive(Debug, Clone)]
+pub struct Keyless {
+    need: Need,
+    project: String,
+    /// The secret the call carried, if any.
+    offered: Option<String>,
 }
 
 /// A new secret for a key named `accessor`, and its hash.
@@ -225,83 +238,108 @@ pub fn admit(
                 ..Default::default()
             })
         }
-        need => {
-            if !enabled {
-                return Ok(Caller::default());
-            }
-            let (role, per_project) = match need {
-                Need::Role(role, per_project) => (role, per_project),
-                _ => (Role::Admin, false),
-            };
-            let secret = bearer(headers).ok_or_else(|| {
-                Status::unauthenticated(
-                    "this cluster requires an API key: pass --api-key, set AIDE_API_KEY, \
-                         or put api_key in the config file",
-                )
-            })?;
-            let accessor = accessor_of(secret)
-                .ok_or_else(|| Status::unauthenticated("the API key is not an aide key"))?;
-            let key = keys::key(&store.state, accessor)
-                .map_err(unreadable)?
-                .filter(|k| same(&k.hash, &hash(secret)))
-                .ok_or_else(|| Status::unauthenticated("the API key is not known"))?;
-            let caller = Caller {
-                accessor: key.accessor.clone(),
-                key: Some(key.clone()),
-                ..Default::default()
-            };
-            if !key.is_live() {
-                return Err(Status::unauthenticated(format!(
-                    "API key {} has been revoked",
-                    key.accessor
-                )));
-            }
-            if key.role < role {
-                return Err(Status::permission_denied(format!(
-                    "API key {} has the {} role; this call needs {}",
-                    key.accessor,
-                    key.role.as_str(),
-                    role.as_str()
-                )));
-            }
-            if need == Need::ClusterAdmin && !key.allows_all() {
-                return Err(Status::permission_denied(format!(
-                    "API key {} is an admin of some projects only; this call needs an admin \
-                     key for every project ('*')",
-                    key.accessor
-                )));
-            }
-            if per_project {
-                let project = project_of(headers);
-                if !key.allows(&project) {
-                    return Err(Status::permission_denied(format!(
-                        "API key {} may not use project {project:?}",
-                        key.accessor
-                    )));
-                }
-            }
-            Ok(caller)
-        }
+        need if !enabled => Ok(Caller {
+            keyless: Some(Keyless {
+                need,
+                project: project_of(headers),
+                offered: bearer(headers).map(str::to_string),
+            }),
+            ..Default::default()
+        }),
+        need => check_key(store, need, bearer(headers), &project_of(headers)),
     }
 }
 
-/// Whether a caller admitted with key `accessor` (empty: none) may still be served, by this
-/// node's state as it is now: checked again after a read's barrier (a revocation committed
-/// before a linearizable read began is applied by then) and before each change a watch sends.
-pub fn still_allowed(store: &Store, accessor: &str) -> Result<(), Status> {
-    let read = |e: crate::storage::StoreError| Status::unavailable(e.to_string());
-    if accessor.is_empty() {
-        if keys::enabled(&store.state).map_err(read)? {
-            return Err(Status::unauthenticated(
-                "this cluster now requires an API key; call again with one",
-            ));
-        }
-        return Ok(());
+/// The caller with API key `secret`, if that key may make a call that needs `need` in
+/// `project` by `store`'s keys; else why not.
+fn check_key(
+    store: &Store,
+    need: Need,
+    secret: Option<&str>,
+    project: &str,
+) -> Result<Caller, Status> {
+    let unreadable = |e: crate::storage::StoreError| {
+        Status::unavailable(format!("cannot read the key store: {e}"))
+    };
+    let (role, per_project) = match need {
+        Need::Role(role, per_project) => (role, per_project),
+        _ => (Role::Admin, false),
+    };
+    let secret = secret.ok_or_else(|| {
+        Status::unauthenticated(
+            "this cluster requires an API key: pass --api-key, set AIDE_API_KEY, \
+             or put api_key in the config file",
+        )
+    })?;
+    let accessor = accessor_of(secret)
+        .ok_or_else(|| Status::unauthenticated("the API key is not an aide key"))?;
+    let key = keys::key(&store.state, accessor)
+        .map_err(unreadable)?
+        .filter(|k| same(&k.hash, &hash(secret)))
+        .ok_or_else(|| Status::unauthenticated("the API key is not known"))?;
+    let caller = Caller {
+        accessor: key.accessor.clone(),
+        key: Some(key.clone()),
+        ..Default::default()
+    };
+    if !key.is_live() {
+        return Err(Status::unauthenticated(format!(
+            "API key {} has been revoked",
+            key.accessor
+        )));
     }
-    match keys::key(&store.state, accessor).map_err(read)? {
+    if key.role < role {
+        return Err(Status::permission_denied(format!(
+            "API key {} has the {} role; this call needs {}",
+            key.accessor,
+            key.role.as_str(),
+            role.as_str()
+        )));
+    }
+    if need == Need::ClusterAdmin && !key.allows_all() {
+        return Err(Status::permission_denied(format!(
+            "API key {} is an admin of some projects only; this call needs an admin \
+                     key for every project ('*')",
+            key.accessor
+        )));
+    }
+    if per_project && !key.allows(project) {
+        return Err(Status::permission_denied(format!(
+            "API key {} may not use project {project:?}",
+            key.accessor
+        )));
+    }
+    Ok(caller)
+}
+
+/// Whether `caller` may still be served, by this node's state as it is now: checked again
+/// after a read's barrier (a revocation committed before a linearizable read began is applied
+/// by then; so is an enabling of keys, and a call let in without one is then checked as if
+/// keys had been on: by the key it carried, if any) and before each change a watch sends.
+pub fn still_allowed(store: &Store, caller: &Caller) -> Result<(), Status> {
+    let read = |e: crate::storage::StoreError| Status::unavailable(e.to_string());
+    if let Some(keyless) = &caller.keyless {
+        if !keys::enabled(&store.state).map_err(read)? {
+            return Ok(());
+        }
+        return match &keyless.offered {
+            Some(secret) => {
+                check_key(store, keyless.need, Some(secret), &keyless.project).map(|_| ())
+            }
+            None => Err(Status::unauthenticated(
+                "this cluster now requires an API key; call again with one",
+            )),
+        };
+    }
+    let Some(key) = &caller.key else {
+        // Another node, or a call that needs no key (the bootstrap).
+        return Ok(());
+    };
+    match keys::key(&store.state, &key.accessor).map_err(read)? {
         Some(k) if k.is_live() => Ok(()),
         _ => Err(Status::unauthenticated(format!(
-            "API key {accessor} has been revoked"
+            "API key {} has been revoked",
+            key.accessor
         ))),
     }
 }

@@ -1,7 +1,8 @@
 //! API keys, per-project access and the audit log, on real nodes over gRPC: no key is
 //! UNAUTHENTICATED, a key on another project or a read key writing is PERMISSION_DENIED, a revoked
 //! key stops working on every node, each refusal leaves an audit line, and no secret shows up in
-//! logs, audit lines or JSON output. (TLS is in tests/tls.rs: it sets this process's client TLS.)
+//! logs, audit lines or JSON output; a follower cut off while keys were enabled catches up once
+//! healed and then checks the key a read that waited for it carried. (TLS is in tests/tls.rs: it sets this process's client TLS.)
 
 mod common;
 
@@ -714,4 +715,133 @@ fn resume_on_drop(pid: i32) -> impl Drop {
         }
     }
     Resume(pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_the_enabling_of_keys_catches_up_and_checks_the_key_a_waiting_read_carries(
+) {
+    use aide::grpc::pb::aidememory::state_service_client::StateServiceClient;
+    use aide::grpc::pb::cluster::IsolationRequest;
+    let mut c = Cluster::start(3, &["--failpoints"]).await;
+    let leader = c.leader().await;
+    let behind = c.follower().await;
+    let ids: Vec<u64> = c.nodes.iter().map(|n| n.id).collect();
+    // Cut the follower off from the others both ways (`key`: once keys are on), or heal.
+    let cut_off = |cut: bool, key: Option<String>| {
+        let c = &c;
+        let ids = ids.clone();
+        async move {
+            for i in 0..3 {
+                let isolate_from = match (cut, i == behind) {
+                    (false, _) => vec![],
+                    (true, true) => ids.iter().copied().filter(|&id| id != ids[i]).collect(),
+                    (true, false) => vec![ids[behind]],
+                };
+                keyed(
+                    &[c.nodes[i].addr.clone()],
+                    "p",
+                    key.as_deref(),
+                    ReadMode::Stale,
+                )
+                .cluster_set_isolation(IsolationRequest {
+                    isolate_from,
+                    one_way: false,
+                })
+                .await
+                .unwrap();
+            }
+        }
+    };
+    cut_off(true, None).await;
+    // The other two enable keys; the follower cut off still has them off.
+    let open = keyed(
+        &[c.nodes[leader].addr.clone()],
+        "p",
+        None,
+        ReadMode::Linearizable,
+    );
+    let admin = open
+        .auth_enable(EnableRequest {
+            bootstrap_token: bootstrap(&c.nodes[leader]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let enabled_at = open.last_index();
+    // Cut off, the follower campaigns at ever higher terms. Wait until it has gone past the
+    // leader's: healed, it refuses the leader's heartbeats, and its own vote requests lack the
+    // node secret the others now want (the cluster must still settle on a leader it follows).
+    let term_of = |i: usize| {
+        let node = keyed(
+            &[c.nodes[i].addr.clone()],
+            "p",
+            Some(&admin),
+            ReadMode::Stale,
+        );
+        async move {
+            node.cluster_node_info(aide::grpc::pb::cluster::NodeInfoRequest {})
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .term
+        }
+    };
+    let leader_term = term_of(leader).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while term_of(behind).await <= leader_term + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut-off follower never campaigned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Three reads on one connection to the follower, sent in this order: two that wait for the
+    // enabling (with the admin key, and with none), then one that does not wait. When the third
+    // is answered, the follower has let the first two in, with keys off; then it is healed.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.nodes[behind].addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let read = |key: Option<&str>, min_index: Option<u64>| {
+        let mut req = tonic::Request::new(StateGetRequest {
+            key: "k".into(),
+            ..Default::default()
+        });
+        let md = req.metadata_mut();
+        md.insert("x-aide-project", "p".parse().unwrap());
+        md.insert("x-aide-consistency", "stale".parse().unwrap());
+        if let Some(n) = min_index {
+            md.insert("x-aide-min-index", n.to_string().parse().unwrap());
+        }
+        if let Some(key) = key {
+            md.insert("authorization", aide::auth::bearer_value(key).unwrap());
+        }
+        let mut client = StateServiceClient::new(channel.clone());
+        async move { client.get(req).await }
+    };
+    let (with_key, without_key, healed) = tokio::join!(
+        read(Some(&admin), Some(enabled_at)),
+        read(None, Some(enabled_at)),
+        async {
+            let probe = read(None, None).await;
+            cut_off(false, Some(admin.clone())).await;
+            probe
+        }
+    );
+    healed.expect("a read that does not wait, on the follower with keys still off");
+    // Served once the follower applied the enabling: the key it carried is checked then.
+    let with_key = with_key.expect("the admin key's read, served after the wait");
+    assert!(common::reported_index(with_key.metadata()) >= enabled_at);
+    let err = without_key.expect_err("a read with no key, once keys are on");
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert!(
+        err.message().contains("requires an API key"),
+        "{}",
+        err.message()
+    );
 }

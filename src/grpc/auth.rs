@@ -219,7 +219,7 @@ impl AuthService for Auth {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         self.node.read_barrier(ReadOptions::default()).await?;
-        crate::auth::still_allowed(&self.node.store, &caller_of(&req).accessor)?;
+        crate::auth::still_allowed(&self.node.store, &caller_of(&req))?;
         let keys = keys::list(&self.node.store.state)
             .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))?;
         Ok(Response::new(pb::ListKeysResponse {
@@ -264,7 +264,7 @@ impl AuthService for Auth {
         &self,
         req: Request<pb::AuditTailRequest>,
     ) -> Result<Response<pb::AuditTailResponse>, Status> {
-        crate::auth::still_allowed(&self.node.store, &caller_of(&req).accessor)?;
+        crate::auth::still_allowed(&self.node.store, &caller_of(&req))?;
         let n = match req.into_inner().lines {
             0 => 50,
             n => n.min(10_000) as usize,

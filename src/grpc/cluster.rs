@@ -40,7 +40,7 @@ impl Cluster {
         self.node
             .read_barrier(crate::node::ReadOptions::default())
             .await?;
-        crate::auth::still_allowed(&self.node.store, &caller.accessor)
+        crate::auth::still_allowed(&self.node.store, caller)
     }
 }
 

@@ -26,6 +26,8 @@ pub struct RequestMeta {
     pub read: ReadOptions,
     /// The accessor id of the caller's API key (empty without keys).
     pub accessor: String,
+    /// The caller as the guard admitted it.
+    pub caller: crate::auth::Caller,
 }
 
 impl RequestMeta {
@@ -73,11 +75,13 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
         h.write(&req.get_ref().encode_to_vec());
         format!("{request_id}/{:016x}", h.0)
     };
-    // "node" is another node forwarding; it is not a key.
-    let accessor = req
+    let caller = req
         .extensions()
         .get::<crate::auth::Caller>()
-        .map(|c| c.accessor.clone())
+        .cloned()
+        .unwrap_or_default();
+    // "node" is another node forwarding; it is not a key.
+    let accessor = Some(caller.accessor.clone())
         .filter(|a| a != "node")
         .unwrap_or_default();
     let consistency = match text(md, CONSISTENCY)? {
@@ -106,6 +110,7 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
             min_index,
         },
         accessor,
+        caller,
     })
 }
 

@@ -114,7 +114,7 @@ impl Api {
     /// by a node that had not applied the revocation when the read came in).
     async fn barrier(&self, meta: &RequestMeta) -> Result<u64, Status> {
         let index = self.node.read_barrier(meta.read).await?;
-        if let Err(status) = crate::auth::still_allowed(&self.node.store, &meta.accessor) {
+        if let Err(status) = crate::auth::still_allowed(&self.node.store, &meta.caller) {
             self.refused(meta, "read", &status);
             return Err(status);
         }

@@ -37,7 +37,7 @@ impl Api {
         let meta = meta.clone();
         // A refusal is audited like the guard's.
         let still_allowed = move || {
-            crate::auth::still_allowed(&store, &meta.accessor).inspect_err(|status| {
+            crate::auth::still_allowed(&store, &meta.caller).inspect_err(|status| {
                 api.refused(&meta, "watch", status);
             })
         };

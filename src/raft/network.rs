@@ -74,7 +74,10 @@ pub enum Lane {
 /// The channels a node keeps to other nodes, by address and lane, each made again when the
 /// TLS settings change. Cheap to clone (shared).
 #[derive(Clone, Default)]
-pub struct Channels(Arc<Mutex<HashMap<(String, Lane), (u64, Channel)>>>);
+pub struct Channels(Arc<Mutex<ChannelMap>>);
+
+/// (address, lane) -> (the TLS settings' generation it was made with, the channel).
+type ChannelMap = HashMap<(String, Lane), (u64, Channel)>;
 
 impl Channels {
     /// The channel to `addr` on `lane` with the TLS settings now.
@@ -137,15 +140,15 @@ impl Peer {
         rpc: Rpc,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<Result<Resp, RpcError<E>>, tonic::Status>
     where
         Req: serde::Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         if isolated(&self.network.isolation, self.target) {
-            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                format!("node {} is cut off by a failpoint", self.target),
+            return Ok(Err(RPCError::Unreachable(Unreachable::new(
+                &TransportError(format!("node {} is cut off by a failpoint", self.target)),
             ))));
         }
         let lane = match rpc {
@@ -156,7 +159,11 @@ impl Peer {
             Ok(c) => RaftServiceClient::new(c)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e)))),
+            Err(e) => {
+                return Ok(Err(RPCError::Unreachable(Unreachable::new(
+                    &TransportError(e),
+                ))))
+            }
         };
         let mut request = tonic::Request::new(RaftPayload { data: encode(req) });
         crate::auth::as_node(&self.network.store, &mut request);
@@ -166,21 +173,31 @@ impl Peer {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
-        let payload = match response {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                let e = TransportError(format!("{}: {}", status.code(), status.message()));
-                return Err(match status.code() {
-                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
-                    _ => RPCError::Network(NetworkError::new(&e)),
-                });
-            }
-        };
-        let result: Result<Resp, RaftError<NodeId, E>> = decode(&payload.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let payload = response?.into_inner();
+        Ok(
+            match decode::<Result<Resp, RaftError<NodeId, E>>>(&payload.data) {
+                Ok(result) => {
+                    result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+                }
+                Err(e) => Err(RPCError::Network(NetworkError::new(&TransportError(
+                    e.to_string(),
+                )))),
+            },
+        )
     }
 }
+
+/// What openraft is told of a call the peer refused (an unavailable peer is unreachable: openraft
+/// backs off from it).
+fn refused<E: std::error::Error>(status: tonic::Status) -> RpcError<E> {
+    let e = TransportError(format!("{}: {}", status.code(), status.message()));
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 #[derive(Clone, Copy)]
 enum Rpc {
@@ -194,26 +211,55 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.call(Rpc::Append, &rpc, &option)
+            .await
+            .unwrap_or_else(|status| Err(refused(status)))
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.call(Rpc::Snapshot, &rpc, &option)
+            .await
+            .unwrap_or_else(|status| Err(refused(status)))
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        match self.call(Rpc::Vote, &rpc, &option).await {
+            Ok(answer) => answer,
+            // The peer wants the cluster's node secret, which this node does not hold: keys were
+            // enabled by an entry it has not applied, so the peer's log is ahead of its own.
+            // Told so as a refusal from a node with a greater log, openraft waits longer before
+            // its next election (2 x election_max more). Otherwise this node, which cannot win,
+            // campaigns at a higher term every election timeout (fixed per node by openraft),
+            // refuses the leader's heartbeats of a lower term and makes it step down again and
+            // again: tests saw the cluster take no writes and the node not catch up for over 5 s.
+            Err(status) if status.code() == tonic::Code::Unauthenticated => match rpc.last_log_id {
+                Some(last) => {
+                    tracing::info!(
+                        peer = self.target,
+                        "a peer refused this node's vote request for lack of the node \
+                         secret (keys were enabled by an entry not applied here yet): \
+                         waiting for the leader"
+                    );
+                    let mut vote = rpc.vote;
+                    vote.committed = false;
+                    Ok(VoteResponse {
+                        vote,
+                        vote_granted: false,
+                        last_log_id: Some(openraft::LogId::new(last.leader_id, last.index + 1)),
+                    })
+                }
+                None => Err(refused(status)),
+            },
+            Err(status) => Err(refused(status)),
+        }
     }
 }
