@@ -1,10 +1,14 @@
 //! Write-behind of applied changes. An apply's writes are held in memory at first (its entries
 //! are on a quorum's disks already, and a node that stops before they reach the store applies
 //! them again from its log); [`run`] writes what has gathered to sled in one atomic batch, with
-//! the applied log id, as soon as a reader waits for it, else when [`HOLD`] has passed since the
-//! first of them, or when they reach [`MAX_KEYS`]. Under load one batch then carries several
-//! entries: sled seals and writes two buffers for every atomic batch and wakes its IO threads
-//! for each, which was a quarter of a follower's CPU with one batch per entry.
+//! the applied log id, as soon as a reader waits for it, when they reach [`MAX_KEYS`], right
+//! after the first apply that finds them held for [`HOLD`], or, when no apply comes, once they
+//! have been held twice that. Under load one batch then carries several entries: sled seals and
+//! writes two buffers for every atomic batch and wakes its IO threads for each, which was a
+//! quarter of a follower's CPU with one batch per entry. A batch is written just after an
+//! apply because the next apply waits for it (it reads the store, and sled makes every read
+//! wait while a batch goes in): under load entries are applied every few milliseconds, and a
+//! batch written at once fits in the gap.
 //!
 //! Everything that reads the store waits for the changes it needs to land: the next apply reads
 //! through the held writes, snapshots and installs land them first, and readers go through
@@ -20,9 +24,10 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 use tokio::time::Instant;
 
-/// How long applied changes may wait in memory when no reader waits for them (watch streams
-/// and the search index learn of changes when they land, so this is also their delay).
-pub const HOLD: Duration = Duration::from_millis(5);
+/// How long applied changes are held in memory, when no reader waits for them, before the next
+/// apply has them written; with no apply coming, they are written after twice this. Watch
+/// streams and the search index learn of changes when they land, so this is also their delay.
+pub const HOLD: Duration = Duration::from_millis(20);
 /// The most changed keys held before they are written without waiting.
 pub const MAX_KEYS: usize = 8192;
 
@@ -87,9 +92,13 @@ impl Landing {
             held.since = Some(Instant::now());
             self.filled.notify_one();
         }
-        // A reader already waits for one of these entries, or there are many.
+        // A reader already waits for one of these entries, there are many, or they have been
+        // held long enough: written now, before the next apply is due.
         let wanted = self.wanted.load(Ordering::Acquire);
-        if (wanted > held.landed && wanted <= index) || held.writes.len() >= MAX_KEYS {
+        if (wanted > held.landed && wanted <= index)
+            || held.writes.len() >= MAX_KEYS
+            || held.since.is_some_and(|since| since.elapsed() >= self.hold)
+        {
             self.urgent.notify_one();
         }
     }
@@ -152,8 +161,9 @@ pub async fn land(
     Err(error)
 }
 
-/// Runs as long as the node: writes the held changes when a reader wants them, when they have
-/// waited [`Landing::new`]'s `hold` ([`HOLD`]) or when they reach [`MAX_KEYS`].
+/// Runs as long as the node: writes the held changes when a reader wants them, when they reach
+/// [`MAX_KEYS`], after an apply that finds them held for [`Landing::new`]'s `hold` ([`HOLD`]),
+/// or after twice that.
 pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers) {
     loop {
         landing.filled.notified().await;
@@ -168,7 +178,7 @@ pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers)
         let wanted = landing.wanted.load(Ordering::Acquire);
         if !(wanted > landed && wanted <= index) {
             let until = since
-                .checked_add(landing.hold)
+                .checked_add(landing.hold * 2)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
                 _ = landing.urgent.notified() => {}
