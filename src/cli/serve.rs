@@ -47,8 +47,8 @@ pub struct ServeArgs {
     #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
     pub landing_delay_ms: Option<u64>,
     /// Testing only (needs --failpoints): how long applied changes may be held in memory when
-    /// no reader waits for them before the next apply has them written (default 20; with no
-    /// apply coming, twice this).
+    /// no reader waits for them before the next apply has them written (default 40; with no
+    /// apply coming, half as long again).
     #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
     pub landing_hold_ms: Option<u64>,
 }

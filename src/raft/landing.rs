@@ -3,7 +3,7 @@
 //! them again from its log); [`run`] writes what has gathered to sled in one atomic batch, with
 //! the applied log id, as soon as a reader waits for it, when they reach [`MAX_KEYS`], right
 //! after the first apply that finds them held for [`HOLD`], or, when no apply comes, once they
-//! have been held twice that. Under load one batch then carries several entries: sled seals and
+//! have been held half as long again. Under load one batch then carries several entries: sled seals and
 //! writes two buffers for every atomic batch and wakes its IO threads for each, which was a
 //! quarter of a follower's CPU with one batch per entry. A batch is written just after an
 //! apply because the next apply waits for it (it reads the store, and sled makes every read
@@ -25,9 +25,10 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use tokio::time::Instant;
 
 /// How long applied changes are held in memory, when no reader waits for them, before the next
-/// apply has them written; with no apply coming, they are written after twice this. Watch
-/// streams and the search index learn of changes when they land, so this is also their delay.
-pub const HOLD: Duration = Duration::from_millis(20);
+/// apply has them written; with no apply coming, they are written after half as long again.
+/// Watch streams learn of changes when they land, so this is also their delay (60 ms at most);
+/// reads never wait for it (a read that needs a change has it written at once).
+pub const HOLD: Duration = Duration::from_millis(40);
 /// The most changed keys held before they are written without waiting.
 pub const MAX_KEYS: usize = 8192;
 
@@ -163,7 +164,7 @@ pub async fn land(
 
 /// Runs as long as the node: writes the held changes when a reader wants them, when they reach
 /// [`MAX_KEYS`], after an apply that finds them held for [`Landing::new`]'s `hold` ([`HOLD`]),
-/// or after twice that.
+/// or after half as long again.
 pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers) {
     loop {
         landing.filled.notified().await;
@@ -178,7 +179,7 @@ pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers)
         let wanted = landing.wanted.load(Ordering::Acquire);
         if !(wanted > landed && wanted <= index) {
             let until = since
-                .checked_add(landing.hold * 2)
+                .checked_add(landing.hold + landing.hold / 2)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
                 _ = landing.urgent.notified() => {}
