@@ -596,6 +596,14 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         violations.len()
     );
     if !violations.is_empty() {
+        // AIDE_CHAOS_KEEP=DIR: the nodes' logs are copied there, to see what they did.
+        if let Ok(dir) = std::env::var("AIDE_CHAOS_KEEP") {
+            let _ = std::fs::create_dir_all(&dir);
+            for node in &cluster.nodes {
+                let name = node.log.file_name().unwrap_or_default();
+                let _ = std::fs::copy(&node.log, std::path::Path::new(&dir).join(name));
+            }
+        }
         panic!("{summary}\n{}", violations.join("\n"));
     }
     summary

@@ -54,6 +54,9 @@ pub struct Node {
     batcher: batch::Batcher,
     /// Lets concurrent linearizable reads share one read index.
     reads: read::ReadIndexQueue,
+    /// When this node led as it stopped, the term of that leadership and its last log index
+    /// at start: see [`read::restored_leadership`].
+    restored_lead: Option<(u64, u64)>,
     /// Whether fault-injection failpoints may be set (`aide serve --failpoints`).
     pub failpoints: bool,
     /// The peers a failpoint cuts this node off from.

@@ -60,7 +60,17 @@ impl Node {
     /// One read index, from this node if it leads, else from the leader.
     async fn read_index_once(&self) -> Result<u64, NodeError> {
         match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+            Ok((read, _)) => {
+                let index = read.map_or(0, |l| l.index);
+                // Leading again in the term it led in before it stopped, this node may have
+                // acknowledged any entry of its log: a read reflects them all.
+                Ok(match self.restored_lead {
+                    Some((term, last)) if self.raft.metrics().borrow().current_term == term => {
+                        index.max(last)
+                    }
+                    _ => index,
+                })
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 let Some(node) = f.leader_node else {
                     return Err(NodeError::NoLeader);
@@ -123,6 +133,27 @@ impl Node {
             )),
         }
     }
+}
+
+/// The term and last log index of a leadership openraft restores at start. A node whose saved
+/// vote is a committed one for itself leads again at once, without an election, knowing the
+/// commit index it last saved, which is not flushed and can be older than entries it
+/// acknowledged before it stopped. Its read index (that commit index, or the first entry of its
+/// term) would then miss those writes, so its reads wait for every entry of its log at start:
+/// entries of its own term, which it commits as its followers come back.
+pub(crate) async fn restored_leadership(
+    log: &mut crate::raft::log_store::LogStore,
+    id: crate::raft::NodeId,
+) -> Result<Option<(u64, u64)>, crate::raft::StorageError> {
+    use openraft::storage::RaftLogStorage;
+    let Some(vote) = log.read_vote().await? else {
+        return Ok(None);
+    };
+    if !vote.committed || vote.leader_id.node_id != id {
+        return Ok(None);
+    }
+    let last = log.get_log_state().await?.last_log_id;
+    Ok(Some((vote.leader_id.term, last.map_or(0, |l| l.index))))
 }
 
 type ReadIndexReply = oneshot::Sender<Result<u64, NodeError>>;

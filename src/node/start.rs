@@ -143,7 +143,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let applied = applied.map_or(0, |l| l.index);
     check_durable(&store, applied)?;
     let (applied_tx, applied_rx) = watch::channel(applied);
-    let log = LogStore::open(store.clone(), applied_rx.clone())?;
+    let mut log = LogStore::open(store.clone(), applied_rx.clone())?;
     crate::auth::bootstrap_token(&config.data_dir)
         .map_err(|e| StoreError::io(&config.data_dir, e))?;
     let search = Arc::new(SearchIndex::open(&store, applied)?);
@@ -195,6 +195,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let channels = crate::raft::network::Channels::default();
     let raft_config =
         crate::raft::config(&config.timing).map_err(|e| StartError::Raft(e.to_string()))?;
+    let restored_lead = super::read::restored_leadership(&mut log, id)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
     let raft = Raft::new(
         id,
         Arc::new(raft_config),
@@ -256,6 +259,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         join_lock: tokio::sync::Mutex::new(()),
         batcher,
         reads,
+        restored_lead,
         failpoints: config.failpoints,
         isolation,
         audit: Arc::new(crate::audit::AuditLog::new(&config.data_dir)),
