@@ -139,7 +139,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     };
     // The store is opened once the address is known to be good: bad flags change nothing on disk.
     let mut store = Store::open(&config.data_dir)?;
-    let (applied, _) = stored_applied(&store)?;
+    let (applied, membership) = stored_applied(&store)?;
     let applied = applied.map_or(0, |l| l.index);
     check_durable(&store, applied)?;
     let (applied_tx, applied_rx) = watch::channel(applied);
@@ -190,6 +190,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.landing_hold,
         config.landing_delay,
     ));
+    landing.set_alone(membership.membership().nodes().count() <= 1);
     let lander_followers = followers.clone();
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();
