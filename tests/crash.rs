@@ -279,15 +279,7 @@ async fn a_kill_of_every_node_during_heavy_writes_loses_no_acknowledged_write() 
         assert!(Instant::now() < deadline, "writes too slow");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pids: Vec<String> = cluster.nodes.iter().map(|n| n.pid().to_string()).collect();
-    std::process::Command::new("kill")
-        .arg("-KILL")
-        .args(&pids)
-        .status()
-        .unwrap();
-    for n in cluster.nodes.iter_mut() {
-        n.kill();
-    }
+    kill_every_node(&mut cluster);
     for w in writers {
         w.await.unwrap();
     }
@@ -338,6 +330,19 @@ async fn a_kill_of_every_node_during_heavy_writes_loses_no_acknowledged_write() 
     }
 }
 
+/// SIGKILL to every node of `cluster` at once (one `kill` call), then each reaped.
+fn kill_every_node(cluster: &mut Cluster) {
+    let pids: Vec<String> = cluster.nodes.iter().map(|n| n.pid().to_string()).collect();
+    std::process::Command::new("kill")
+        .arg("-KILL")
+        .args(&pids)
+        .status()
+        .unwrap();
+    for n in cluster.nodes.iter_mut() {
+        n.kill();
+    }
+}
+
 /// The state keys `c` lists.
 async fn state_keys(c: &Client) -> BTreeSet<String> {
     c.state_list(StateListRequest::default())
@@ -382,15 +387,7 @@ async fn a_leader_restarted_with_every_node_reads_the_last_write_it_acknowledged
     // The last write is acknowledged, and at once every node is killed: the commit index each
     // node last saved (not flushed) is likely older than that write.
     w.state_set(set("the last".into())).await.unwrap();
-    let pids: Vec<String> = cluster.nodes.iter().map(|n| n.pid().to_string()).collect();
-    std::process::Command::new("kill")
-        .arg("-KILL")
-        .args(&pids)
-        .status()
-        .unwrap();
-    for n in cluster.nodes.iter_mut() {
-        n.kill();
-    }
+    kill_every_node(&mut cluster);
     // The leader first: by the vote it saved, it leads again at once, without an election.
     cluster.nodes[leader].restart();
     for i in (0..3).filter(|&i| i != leader) {
