@@ -38,6 +38,8 @@ async fn writers_that_write_again_at_once_share_one_entry_per_round() {
     for w in futures::future::join_all(writers).await {
         entries.extend(w.unwrap());
     }
+    // The count, for `cargo test --test group_commit -- --nocapture` (docs/performance.md).
+    println!("{} entries for {ROUNDS} rounds", entries.len());
     // Every round needs an entry; without the leader holding a proposal back for the rest of
     // its cohort, the writers split into two groups taking turns: two entries a round. (A
     // round whose last writer comes back after the wait also takes two, so the bound is

@@ -190,7 +190,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.landing_hold,
         config.landing_delay,
     ));
-    landing.set_alone(membership.membership().nodes().count() <= 1);
+    landing.members(membership.membership());
     let lander_followers = followers.clone();
     let isolation = crate::raft::network::Isolation::default();
     let channels = crate::raft::network::Channels::default();

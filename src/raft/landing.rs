@@ -84,9 +84,11 @@ impl Landing {
         }
     }
 
-    /// Whether this node is the only member of its cluster (from the membership it applied).
-    pub fn set_alone(&self, alone: bool) {
-        self.alone.store(alone, Ordering::Relaxed);
+    /// Follows the membership this node applied (or installed, or found at start): a node that
+    /// is its cluster's only member holds for [`SOLO_HOLD`] at most.
+    pub fn members(&self, membership: &openraft::Membership<super::NodeId, openraft::BasicNode>) {
+        self.alone
+            .store(membership.nodes().count() <= 1, Ordering::Relaxed);
     }
 
     /// How long changes are held now.

@@ -178,7 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     results.push(ProposalResult { results: out });
                 }
                 EntryPayload::Membership(m) => {
-                    landing.set_alone(m.nodes().count() <= 1);
+                    landing.members(&m);
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     records::put(&mut txn, keys::meta(MEMBERSHIP), &stored);
                     results.push(ProposalResult::default());
@@ -253,8 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         self.snapshots.save(&meta_json, &data).map_err(write_err)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        self.landing
-            .set_alone(meta.last_membership.membership().nodes().count() <= 1);
+        self.landing.members(meta.last_membership.membership());
         tracing::info!(index, bytes = data.len(), "installed a snapshot");
         self.followers.search.rebuild(index);
         self.followers.applied.send_modify(|a| *a = index);
