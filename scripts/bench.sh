@@ -23,11 +23,16 @@ cleanup() {
 trap cleanup EXIT
 
 ops=state-set,state-get,state-get-stale,memory-add,memory-search
+# CPU time stolen by the host (the `steal` column of /proc/stat), in ticks, and all ticks:
+# the share stolen while a group of runs went on says how much of the machine they had.
+cpu_ticks() { awk '/^cpu /{ t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
 measure() { # label remote [client counts] [extra bench flags...]
   local label=$1 remote=$2 counts=${3:-1 64}
   shift 2; shift || true
   for clients in $counts; do
     : >"$work/out"
+    local before after
+    before=$(cpu_ticks)
     for _ in $(seq 1 "$runs"); do
       "$aide" --remote "$remote" bench --ops "$ops" --clients "$clients" --duration 5s \
         --warmup 2s "$@" >>"$work/out"
@@ -42,6 +47,9 @@ measure() { # label remote [client counts] [extra bench flags...]
         }
         END { printf "%-10s %-16s clients %3d  %8.0f ops/s  p50 %7.3f ms  p99 %7.3f ms\n", label, op, c, median(ops, NR), median(p50, NR), median(p99, NR) }'
     done
+    after=$(cpu_ticks)
+    echo "$before $after" | awk -v label="$label" -v c="$clients" \
+      '{ printf "%-10s (clients %d: %.1f%% of the CPU time stolen by the host)\n", label, c, 100 * ($3 - $1) / ($4 - $2) }'
   done
 }
 
