@@ -18,7 +18,7 @@ use crate::model::{Memory, StateEntry, UnixNanos};
 use crate::storage::kv::{KvRead, KvWrite};
 use crate::storage::{keys, records, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
 /// How long an applied request id is remembered, so that a retry within it applies once.
@@ -119,15 +119,20 @@ fn record_key(k: &[u8]) -> Result<RecordKey, StoreError> {
 }
 
 /// Where each remembered request id's result is stored: the key of its entry's record.
+///
+/// A B-tree, not a hash map: the index holds a minute of writes (600,000 ids at 10,000
+/// writes/s), and a hash map that outgrows its table, or fills with the tombstones of dropped
+/// ids, rehashes every id at once, which held the apply (and every write behind it) for
+/// 0.2-0.5 s at that size; a B-tree grows and shrinks a node at a time.
 #[derive(Debug, Default)]
 pub struct RequestIndex {
-    by_id: HashMap<String, RecordKey>,
+    by_id: BTreeMap<String, RecordKey>,
 }
 
 impl RequestIndex {
     /// The index of the records stored in `r`.
     pub fn load(r: &dyn KvRead) -> Result<RequestIndex, StoreError> {
-        let mut by_id = HashMap::new();
+        let mut by_id = BTreeMap::new();
         for prefix in keys::requests_prefixes() {
             r.scan(&prefix, false, &mut |k, v| {
                 let key = record_key(k)?;
