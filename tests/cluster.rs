@@ -199,6 +199,92 @@ async fn a_late_joiner_catches_up_by_snapshot_and_searches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_while_a_snapshot_copies_the_store_and_a_joiner_gets_them_all() {
+    // Each snapshot's copy of the store waits 3 s before it starts (a failpoint): a copy of a
+    // large store takes that long. Writes must not wait for it.
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--snapshot-every",
+            "30",
+            "--failpoints",
+            "--snapshot-copy-delay-ms",
+            "3000",
+        ],
+    )
+    .await;
+    let leader = c.leader().await;
+    let w = c.client(leader, "p", ReadMode::Linearizable);
+    let copying = |c: &Cluster| {
+        let log = c.nodes[leader].log_text();
+        log.contains("copying the store for a snapshot") && !log.contains("built a snapshot")
+    };
+    let mut n = 0;
+    // Writes until the leader is copying its first snapshot (its 30th entry is applied).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !copying(&c) {
+        assert!(Instant::now() < deadline, "the leader built no snapshot");
+        w.state_set(set(&format!("k{n}"), &format!("v{n}")))
+            .await
+            .unwrap();
+        n += 1;
+    }
+    // Forty more, each answered while the copy waits (the copy would hold them back if it
+    // were taken with applies stopped).
+    for _ in 0..40 {
+        w.state_set(set(&format!("k{n}"), &format!("v{n}")))
+            .await
+            .unwrap();
+        n += 1;
+    }
+    assert!(
+        copying(&c),
+        "the leader's snapshot was built before 40 writes were answered: they waited for its copy"
+    );
+    // Once built, a snapshot holds the state at its own index: a node that joins after the
+    // leader's log was cut at a second one installs it, replays the log after it, and has
+    // every write.
+    let built = |c: &Cluster| {
+        c.nodes[leader]
+            .log_text()
+            .matches("built a snapshot")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while built(&c) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader built no second snapshot"
+        );
+        if copying(&c) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        } else {
+            w.state_set(set(&format!("k{n}"), &format!("v{n}")))
+                .await
+                .unwrap();
+            n += 1;
+        }
+    }
+    let last = w.last_index();
+    let new = c.add_node().await;
+    c.wait_voters(4).await;
+    c.wait_applied(last).await;
+    assert!(
+        c.nodes[new].log_text().contains("installed a snapshot"),
+        "the fourth node caught up without a snapshot; log:\n{}",
+        c.nodes[new].log_text()
+    );
+    let r = c.client(new, "p", ReadMode::Stale);
+    for i in 0..n {
+        assert_eq!(
+            value_at(&r, &format!("k{i}")).await.as_deref(),
+            Some(format!("v{i}").as_str()),
+            "key k{i} on the joiner"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_and_leave_keep_the_data_and_refuse_to_lose_the_quorum() {
     let mut c = Cluster::start(3, &[]).await;
     let w = client_for(&c.addrs(), "p", ReadMode::Linearizable);

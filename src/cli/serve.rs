@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// apply coming, half as long again).
     #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
     pub landing_hold_ms: Option<u64>,
+    /// Testing only (needs --failpoints): each snapshot's copy of the store waits this long
+    /// before it starts (writes go on meanwhile).
+    #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
+    pub snapshot_copy_delay_ms: Option<u64>,
 }
 
 /// The data directory used when none is given.
@@ -130,6 +134,9 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
         landing_hold: args
             .landing_hold_ms
             .map_or(crate::raft::landing::HOLD, std::time::Duration::from_millis),
+        snapshot_copy_delay: std::time::Duration::from_millis(
+            args.snapshot_copy_delay_ms.unwrap_or(0),
+        ),
         api_key: g.api_key.clone(),
         tls: match (
             g.tls_cert.clone().or(file.tls_cert),

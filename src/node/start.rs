@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// How long applied changes may be held in memory when no reader waits for them
     /// ([`crate::raft::landing::HOLD`] but in tests).
     pub landing_hold: std::time::Duration,
+    /// Testing only (with `failpoints`): how long each snapshot's copy of the store waits
+    /// before it starts, to make writes during a copy observable.
+    pub snapshot_copy_delay: std::time::Duration,
     /// Serve TLS with these files, and present them to other nodes.
     pub tls: Option<crate::tls::TlsFiles>,
     /// The (admin) API key a new node joining a cluster that requires keys sends.
@@ -67,6 +70,7 @@ impl NodeConfig {
             failpoints: false,
             landing_delay: std::time::Duration::ZERO,
             landing_hold: crate::raft::landing::HOLD,
+            snapshot_copy_delay: std::time::Duration::ZERO,
             tls: None,
             api_key: None,
         }
@@ -208,7 +212,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             channels: channels.clone(),
         },
         log,
-        StateMachine::new(store.clone(), followers, landing.clone()).map_err(StartError::Store)?,
+        StateMachine::new(store.clone(), followers, landing.clone())
+            .map_err(StartError::Store)?
+            .with_copy_delay(config.snapshot_copy_delay),
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -13,6 +13,11 @@
 //! Everything that reads the store waits for the changes it needs to land: the next apply reads
 //! through the held writes, snapshots and installs land them first, and readers go through
 //! [`Landing::want`] (see `Node::wait_applied`).
+//!
+//! A snapshot copies the store while nothing is written to it: [`Landing::freeze`] lands what
+//! is held and stops the writing until the [`Frozen`] it returns is dropped. Applies go on
+//! meanwhile, into the held changes (a copy of a store with a minute of request ids takes
+//! about a second, which writes used to wait out).
 
 use super::state_machine::Followers;
 use crate::apply::Effect;
@@ -68,6 +73,11 @@ pub struct Landing {
     urgent: Notify,
     /// The highest log index a reader has waited for.
     wanted: AtomicU64,
+    /// A snapshot is copying the store: nothing is written to it. Set and cleared with the
+    /// lock of the held changes taken, so whoever holds that lock and finds it clear may write.
+    frozen: AtomicBool,
+    /// The copy is done.
+    thawed: Notify,
 }
 
 impl Landing {
@@ -81,6 +91,8 @@ impl Landing {
             filled: Notify::new(),
             urgent: Notify::new(),
             wanted: AtomicU64::new(0),
+            frozen: AtomicBool::new(false),
+            thawed: Notify::new(),
         }
     }
 
@@ -104,6 +116,35 @@ impl Landing {
     /// next finds those changes in the store.
     pub async fn lock(&self) -> MutexGuard<'_, Held> {
         self.held.lock().await
+    }
+
+    /// The held changes, once no snapshot is copying the store: the guard may [`land`] them.
+    pub async fn lock_to_land(&self) -> MutexGuard<'_, Held> {
+        loop {
+            let thawed = self.thawed.notified();
+            tokio::pin!(thawed);
+            thawed.as_mut().enable();
+            let held = self.held.lock().await;
+            if !self.frozen.load(Ordering::Acquire) {
+                return held;
+            }
+            drop(held);
+            thawed.await;
+        }
+    }
+
+    /// Lands what is held and stops writing to the store until the returned [`Frozen`] is
+    /// dropped: the store then stays as it is at the last applied entry, for a snapshot to
+    /// copy, while applies go on into the held changes.
+    pub async fn freeze(
+        self: &Arc<Self>,
+        state: &sled::Tree,
+        followers: &Followers,
+    ) -> Result<Frozen, String> {
+        let mut held = self.lock_to_land().await;
+        land(self, &mut held, state, followers).await?;
+        self.frozen.store(true, Ordering::Release);
+        Ok(Frozen(self.clone()))
     }
 
     /// Holds `writes`, the changes of the entries up to `index` (over those already held), and
@@ -136,8 +177,24 @@ impl Landing {
     }
 }
 
+/// Writing to the store stopped for a snapshot's copy (see [`Landing::freeze`]); dropping it
+/// starts it again.
+pub struct Frozen(Arc<Landing>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // Cleared without the lock: a writer waiting in `lock_to_land` registered for `thawed`
+        // before it looked at the flag, so it is woken and looks again.
+        self.0.frozen.store(false, Ordering::Release);
+        self.0.thawed.notify_waiters();
+        // What gathered meanwhile is written now.
+        self.0.urgent.notify_one();
+    }
+}
+
 /// Writes everything `held` in one atomic batch, then tells the search index, the watch streams
-/// and the readers. A failed write is kept as the reason every later call fails (Raft stops on
+/// and the readers. The caller took `held` with [`Landing::lock_to_land`]: a snapshot may be
+/// copying the store otherwise. A failed write is kept as the reason every later call fails (Raft stops on
 /// this node at its next step; the entries stay in its log).
 pub async fn land(
     landing: &Landing,
@@ -211,7 +268,7 @@ pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers)
                 _ = tokio::time::sleep_until(until) => {}
             }
         }
-        let mut held = landing.lock().await;
+        let mut held = landing.lock_to_land().await;
         // A failure is logged and kept in `held`, where the state machine finds it.
         let _ = land(&landing, &mut held, &state, &followers).await;
         drop(held);

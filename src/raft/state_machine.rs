@@ -18,7 +18,7 @@ use crate::apply::{self, Effect, RequestChanges, RequestIndex};
 use crate::command::{Command, ProposalResult};
 use crate::search::{IndexOp, SearchIndex};
 use crate::storage::keys;
-use crate::storage::snapshot::{self, Pairs, SnapshotFiles};
+use crate::storage::snapshot::{self, SnapshotFiles};
 use crate::storage::{records, Store, Txn};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
@@ -75,6 +75,8 @@ pub struct StateMachine {
     requests: RequestIndex,
     /// The applied changes not yet in the store.
     landing: Arc<Landing>,
+    /// Testing only: how long a snapshot's copy waits before it starts.
+    copy_delay: std::time::Duration,
 }
 
 /// The applied log id and membership stored in the `state` tree.
@@ -102,13 +104,20 @@ impl StateMachine {
             snapshots,
             requests,
             landing,
+            copy_delay: std::time::Duration::ZERO,
         })
+    }
+
+    /// Testing only: each snapshot's copy of the store waits `delay` before it starts.
+    pub fn with_copy_delay(mut self, delay: std::time::Duration) -> Self {
+        self.copy_delay = delay;
+        self
     }
 
     /// Writes the held changes to the store now. A failed write stops Raft on this node, as a
     /// failed apply does; the entries stay in the log for the next start.
     async fn landed(&mut self) -> Result<(), StorageError> {
-        let mut held = self.landing.lock().await;
+        let mut held = self.landing.lock_to_land().await;
         landing::land(&self.landing, &mut held, &self.store.state, &self.followers)
             .await
             .map_err(broken)
@@ -191,12 +200,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let writes = txn.into_writes();
         self.requests.commit(changes);
         landing.hold(&mut held, writes, last.index, effects);
+        drop(held);
         if keys_changed {
+            // Written before the answer (after a snapshot's copy, should one be running).
+            let mut held = landing.lock_to_land().await;
             landing::land(&landing, &mut held, &self.store.state, &self.followers)
                 .await
                 .map_err(broken)?;
         }
-        drop(held);
         self.followers
             .answered
             .fetch_max(last.index, Ordering::Release);
@@ -204,21 +215,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // The state machine is not applying now and its last batch has landed: this copy is a
-        // consistent view.
-        let pairs = match self.landed().await {
-            Err(e) => Err(e.to_string()),
-            Ok(()) => {
-                let state = self.store.state.clone();
-                tokio::task::spawn_blocking(move || snapshot::copy_tree(&state))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-            }
-        };
+        // Everything applied so far lands, and nothing more is written until the builder has
+        // copied the store: the copy is the state at the last applied entry, while the next
+        // applies go on into the held changes.
+        let frozen = self
+            .landing
+            .freeze(&self.store.state, &self.followers)
+            .await;
+        tracing::info!("copying the store for a snapshot (applies go on meanwhile)");
         SnapshotBuilder {
-            pairs,
+            frozen: frozen.map_err(|e| format!("writing applied entries to the store failed: {e}")),
+            state: self.store.state.clone(),
             snapshots: self.snapshots.clone(),
+            delay: self.copy_delay,
         }
     }
 
@@ -272,19 +281,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Builds a snapshot from a copy taken while no apply was in flight.
+/// Builds a snapshot from a copy of the store taken while nothing is written to it.
 pub struct SnapshotBuilder {
-    pairs: Result<Pairs, String>,
+    /// Writing to the store stopped until the copy is taken (or why it could not be).
+    frozen: Result<landing::Frozen, String>,
+    state: sled::Tree,
     snapshots: Arc<SnapshotFiles>,
+    /// Testing only: how long the copy waits before it starts.
+    delay: std::time::Duration,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let pairs = std::mem::replace(
-            &mut self.pairs,
+        let frozen = std::mem::replace(
+            &mut self.frozen,
             Err("the snapshot was already built".into()),
         )
         .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let state = self.state.clone();
+        let started = std::time::Instant::now();
+        let delay = self.delay;
+        let pairs = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(delay);
+            snapshot::copy_tree(&state)
+        })
+        .await
+        .map_err(read_err)?
+        .map_err(read_err)?;
+        // Copied: what was applied meanwhile may be written.
+        drop(frozen);
+        tracing::info!(
+            pairs = pairs.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "copied the store for a snapshot"
+        );
         let find = |name: &str| {
             let key = keys::meta(name);
             pairs

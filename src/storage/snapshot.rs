@@ -16,7 +16,8 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Copies every entry of `tree`. Call it where no write is in flight to get a consistent view.
 pub fn copy_tree(tree: &sled::Tree) -> Result<Pairs, StoreError> {
-    let mut out = Vec::with_capacity(tree.len());
+    // Not `tree.len()` first: sled counts by a scan of the whole tree.
+    let mut out = Vec::new();
     for item in tree.iter() {
         let (k, v) = item?;
         out.push((k.to_vec(), v.to_vec()));
