@@ -303,7 +303,9 @@ fn signal(pid: u32, sig: &str) {
 /// Runs one seeded chaos run and returns its summary; panics with the failing history on a
 /// violation.
 async fn run(seed: u64, nodes: usize, secs: u64) -> String {
-    let mut cluster = Cluster::start(nodes, &["--failpoints"]).await;
+    // A snapshot every 100 entries: snapshots are built while writes go on, and nodes added or
+    // restarted catch up from them.
+    let mut cluster = Cluster::start(nodes, &["--failpoints", "--snapshot-every", "100"]).await;
     let setup = Client::new(ClientConfig {
         endpoints: cluster.addrs(),
         project: Some("chaos".into()),
