@@ -35,6 +35,27 @@ async fn value_at(c: &aide::client::Client, key: &str) -> Option<String> {
     r.found.then(|| r.state.unwrap().value)
 }
 
+/// Adds a fourth node, waits until it is a voter with every entry up to `last`, checks that it caught
+/// up by a snapshot, and returns its position.
+async fn join_by_snapshot(c: &mut Cluster, last: u64) -> usize {
+    let new = c.add_node().await;
+    c.wait_voters(4).await;
+    c.wait_applied(last).await;
+    assert!(
+        c.nodes[new].log_text().contains("installed a snapshot"),
+        "the new node caught up without a snapshot; log:\n{}",
+        c.nodes[new].log_text()
+    );
+    new
+}
+
+/// Sets key `k{n}` to `v{n}` through `w`.
+async fn set_numbered(w: &aide::client::Client, n: usize) {
+    w.state_set(set(&format!("k{n}"), &format!("v{n}")))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_a_follower_reaches_every_node() {
     let mut c = Cluster::start(3, &[]).await;
@@ -162,14 +183,7 @@ async fn a_late_joiner_catches_up_by_snapshot_and_searches() {
     let last = w.last_index();
     c.wait_applied(last).await;
 
-    let new = c.add_node().await;
-    c.wait_voters(4).await;
-    c.wait_applied(last).await;
-    assert!(
-        c.nodes[new].log_text().contains("installed a snapshot"),
-        "the fourth node caught up without a snapshot; log:\n{}",
-        c.nodes[new].log_text()
-    );
+    let new = join_by_snapshot(&mut c, last).await;
     // Its own copy answers searches and lists.
     let r = c.client(new, "p", ReadMode::Stale);
     let found = r
@@ -224,17 +238,13 @@ async fn writes_go_on_while_a_snapshot_copies_the_store_and_a_joiner_gets_them_a
     let deadline = Instant::now() + Duration::from_secs(20);
     while !copying(&c) {
         assert!(Instant::now() < deadline, "the leader built no snapshot");
-        w.state_set(set(&format!("k{n}"), &format!("v{n}")))
-            .await
-            .unwrap();
+        set_numbered(&w, n).await;
         n += 1;
     }
     // Forty more, each answered while the copy waits (the copy would hold them back if it
     // were taken with applies stopped).
     for _ in 0..40 {
-        w.state_set(set(&format!("k{n}"), &format!("v{n}")))
-            .await
-            .unwrap();
+        set_numbered(&w, n).await;
         n += 1;
     }
     assert!(
@@ -259,21 +269,12 @@ async fn writes_go_on_while_a_snapshot_copies_the_store_and_a_joiner_gets_them_a
         if copying(&c) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         } else {
-            w.state_set(set(&format!("k{n}"), &format!("v{n}")))
-                .await
-                .unwrap();
+            set_numbered(&w, n).await;
             n += 1;
         }
     }
     let last = w.last_index();
-    let new = c.add_node().await;
-    c.wait_voters(4).await;
-    c.wait_applied(last).await;
-    assert!(
-        c.nodes[new].log_text().contains("installed a snapshot"),
-        "the fourth node caught up without a snapshot; log:\n{}",
-        c.nodes[new].log_text()
-    );
+    let new = join_by_snapshot(&mut c, last).await;
     let r = c.client(new, "p", ReadMode::Stale);
     for i in 0..n {
         assert_eq!(
