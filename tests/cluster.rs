@@ -35,8 +35,8 @@ async fn value_at(c: &aide::client::Client, key: &str) -> Option<String> {
     r.found.then(|| r.state.unwrap().value)
 }
 
-/// Adds a fourth node, waits until it is a voter with every entry up to `last`, checks that it caught
-/// up by a snapshot, and returns its position.
+/// Adds a fourth node, waits until it is a voter with every entry up to `last`, checks that
+/// it caught up by a snapshot, and returns its position.
 async fn join_by_snapshot(c: &mut Cluster, last: u64) -> usize {
     let new = c.add_node().await;
     c.wait_voters(4).await;
