@@ -194,8 +194,8 @@ impl Drop for Frozen {
 
 /// Writes everything `held` in one atomic batch, then tells the search index, the watch streams
 /// and the readers. The caller took `held` with [`Landing::lock_to_land`]: a snapshot may be
-/// copying the store otherwise. A failed write is kept as the reason every later call fails (Raft stops on
-/// this node at its next step; the entries stay in its log).
+/// copying the store otherwise. A failed write is kept as the reason every later call fails
+/// (Raft stops on this node at its next step; the entries stay in its log).
 pub async fn land(
     landing: &Landing,
     held: &mut Held,
