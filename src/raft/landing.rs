@@ -135,7 +135,8 @@ impl Landing {
 
     /// Lands what is held and stops writing to the store until the returned [`Frozen`] is
     /// dropped: the store then stays as it is at the last applied entry, for a snapshot to
-    /// copy, while applies go on into the held changes.
+    /// copy, while applies go on into the held changes. Readers that need what is applied
+    /// meanwhile wait for the copy (they waited for the applies when the copy stopped them).
     pub async fn freeze(
         self: &Arc<Self>,
         state: &sled::Tree,
