@@ -224,7 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await;
         tracing::info!("copying the store for a snapshot (applies go on meanwhile)");
         SnapshotBuilder {
-            frozen: frozen.map_err(|e| format!("writing applied entries to the store failed: {e}")),
+            frozen: Some(frozen),
             state: self.store.state.clone(),
             snapshots: self.snapshots.clone(),
             delay: self.copy_delay,
@@ -283,8 +283,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Builds a snapshot from a copy of the store taken while nothing is written to it.
 pub struct SnapshotBuilder {
-    /// Writing to the store stopped until the copy is taken (or why it could not be).
-    frozen: Result<landing::Frozen, String>,
+    /// Writing to the store stopped until the copy is taken (or why it could not be); taken
+    /// by the build.
+    frozen: Option<Result<landing::Frozen, String>>,
     state: sled::Tree,
     snapshots: Arc<SnapshotFiles>,
     /// Testing only: how long the copy waits before it starts.
@@ -293,11 +294,11 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let frozen = std::mem::replace(
-            &mut self.frozen,
-            Err("the snapshot was already built".into()),
-        )
-        .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let frozen = self
+            .frozen
+            .take()
+            .ok_or_else(|| write_err(std::io::Error::other("the snapshot was already built")))?
+            .map_err(broken)?;
         let state = self.state.clone();
         let started = std::time::Instant::now();
         let delay = self.delay;
