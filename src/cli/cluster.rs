@@ -109,10 +109,28 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
             );
         }
         ClusterCmd::Leave => {
+            // The node that answers is the one that leaves: with several endpoints the call
+            // could be sent to the leader or fail over to another node.
+            let endpoints = c.endpoints();
+            if endpoints.len() != 1 {
+                return Err(CliError::Usage(format!(
+                    "`aide cluster leave` removes the node it talks to; name that node alone with \
+                     --remote HOST:PORT (this client has {} endpoints: {}), or remove a node by id \
+                     with `aide cluster remove ID`",
+                    endpoints.len(),
+                    endpoints.join(", ")
+                )));
+            }
+            let id = c
+                .cluster_node_info(pb::NodeInfoRequest {})
+                .await?
+                .status
+                .map(|s| s.node_id);
             let r = c.cluster_leave(pb::LeaveRequest {}).await?;
+            let who = id.map_or_else(|| "the node".to_string(), |id| format!("node {id}"));
             out.either(
-                format!("Left the cluster through {}", c.endpoint()),
-                json!({ "members": members_json(&r.members) }),
+                format!("{who} at {} left the cluster", endpoints[0]),
+                json!({ "node_id": id, "members": members_json(&r.members) }),
             );
         }
         ClusterCmd::Remove { node_id } => {

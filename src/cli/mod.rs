@@ -53,8 +53,9 @@ pub struct Global {
     /// Read consistency: linearizable (through the leader) or stale (this node's data).
     #[arg(long, global = true, value_enum, default_value_t = ConsistencyArg::Linearizable)]
     pub consistency: ConsistencyArg,
-    /// Reads wait until the node has applied at least this log index; `last` is the newest index
-    /// this client has seen from these nodes (its last write or newer): read-your-writes at any node.
+    /// Reads wait until the node has applied at least this log index, then that node answers
+    /// from its own copy (no round trip to the leader); `last` is the newest index this client
+    /// has seen from these nodes (its last write or newer): read-your-writes at any node.
     #[arg(long, global = true, value_name = "INDEX|last", value_parser = parse_min_index)]
     pub min_index: Option<MinIndex>,
     /// The API key to send (when the cluster requires keys); else `api_key` in the config file.

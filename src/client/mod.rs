@@ -311,8 +311,21 @@ impl Client {
             };
             let channel = self.endpoints[i].channel.clone();
             let req = self.decorate(msg.clone(), kind, &request_id)?;
-            let status = match send(channel, req).await {
-                Ok(resp) => {
+            // A node that stopped answering (frozen, cut off) keeps its connection open: an
+            // attempt gets a share of the time, so that the others are tried too.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let budget = if n > 1 {
+                left.min((self.config.timeout / 3).max(MIN_ATTEMPT))
+            } else {
+                left
+            };
+            let status = match tokio::time::timeout(budget, send(channel, req)).await {
+                Err(_) => Status::unavailable(format!(
+                    "{} did not answer within {budget:?}",
+                    self.endpoints[i].addr
+                )),
+                Ok(Err(s)) => s,
+                Ok(Ok(resp)) => {
                     if let Some(index) = resp
                         .metadata()
                         .get(APPLIED_INDEX)
@@ -327,7 +340,6 @@ impl Client {
                     }
                     return Ok(resp.into_inner());
                 }
-                Err(s) => s,
             };
             // `Cancelled` is what a call in flight gets when its connection dies with the node.
             // An `Unknown` "transport error" is a connection that broke mid-call.
@@ -388,6 +400,10 @@ impl Client {
 
 /// No endpoint is known to lead.
 const NO_LEADER: usize = usize::MAX;
+
+/// The least time one attempt at a call gets before the next endpoint is tried (a third of
+/// the call's timeout when that is more).
+const MIN_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// How long calls keep trying when no endpoint accepts a connection.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);

@@ -144,9 +144,17 @@ impl ClusterService for Cluster {
         });
         let mut nodes = futures::future::join_all(probes).await;
         let leader_id = node.leader().map_or(0, |(l, _)| l);
+        // Lag behind the leader's log; when the leader cannot be asked, behind the longest log
+        // of those that answered.
         let leader_last = nodes
             .iter()
-            .find(|n| n.node_id == leader_id)
+            .find(|n| n.node_id == leader_id && n.reachable)
+            .or_else(|| {
+                nodes
+                    .iter()
+                    .filter(|n| n.reachable)
+                    .max_by_key(|n| n.last_log_index)
+            })
             .map_or(0, |n| n.last_log_index);
         for n in nodes.iter_mut().filter(|n| n.reachable) {
             n.lag = leader_last.saturating_sub(n.applied_index);

@@ -84,7 +84,16 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
     let accessor = Some(caller.accessor.clone())
         .filter(|a| a != "node")
         .unwrap_or_default();
+    let min_index = match text(md, MIN_INDEX)? {
+        None | Some("") => None,
+        Some(n) => Some(n.parse::<u64>().map_err(|_| {
+            Status::invalid_argument(format!("metadata {MIN_INDEX} is {n:?}, not a log index"))
+        })?),
+    };
     let consistency = match text(md, CONSISTENCY)? {
+        // A read that names the index it needs (its own last write) and no consistency is
+        // served by this node once it has applied that index: no round trip to the leader.
+        None | Some("") if min_index.is_some() => Consistency::Stale,
         None | Some("") | Some("linearizable") => Consistency::Linearizable,
         Some("stale") => Consistency::Stale,
         Some(other) => {
@@ -92,12 +101,6 @@ pub fn request_meta<T: prost::Message>(req: &Request<T>) -> Result<RequestMeta, 
                 "metadata {CONSISTENCY} is {other:?}; use \"linearizable\" or \"stale\""
             )))
         }
-    };
-    let min_index = match text(md, MIN_INDEX)? {
-        None | Some("") => None,
-        Some(n) => Some(n.parse::<u64>().map_err(|_| {
-            Status::invalid_argument(format!("metadata {MIN_INDEX} is {n:?}, not a log index"))
-        })?),
     };
     Ok(RequestMeta {
         write: WriteMeta {

@@ -63,15 +63,24 @@ impl Node {
                     address: addr.to_string(),
                 }))
                 .await
-                .map_err(|s| {
-                    NodeError::Unavailable(format!("the leader at {leader}: {}", s.message()))
-                })?;
+                .map_err(|s| refusal_or_unavailable(&leader, s))?;
             return Ok(resp.into_inner().node_id);
         }
         // One join at a time, so two new nodes never get the same id.
         let _one_at_a_time = self.join_lock.lock().await;
         let current = self.members();
         if let Some(m) = current.iter().find(|m| m.address == addr) {
+            // A node joins with an empty store. A learner that asks again (it restarted before
+            // it knew its id) gets its id back; a voter must not come back empty under its old
+            // id, with no memory of its log or its votes: that could lose committed writes.
+            if m.role == "voter" && (asked == 0 || asked == m.node_id) {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "address {addr} belongs to voter {id}, and a node that joins starts empty: \
+                     a voter that lost its data must not vote again under its old id; remove it \
+                     first (aide cluster remove {id}), then join",
+                    id = m.node_id
+                )));
+            }
             if asked == 0 || asked == m.node_id {
                 return Ok(m.node_id);
             }
@@ -117,13 +126,7 @@ impl Node {
                 .cluster_client(&leader)?
                 .remove(self.node_request(pb::RemoveRequest { node_id: id }))
                 .await
-                .map_err(|s| match s.code() {
-                    tonic::Code::FailedPrecondition => {
-                        NodeError::FailedPrecondition(s.message().to_string())
-                    }
-                    tonic::Code::NotFound => NodeError::NotFound(s.message().to_string()),
-                    _ => NodeError::Unavailable(format!("the leader at {leader}: {}", s.message())),
-                })?;
+                .map_err(|s| refusal_or_unavailable(&leader, s))?;
             return Ok(r.into_inner().members);
         }
         let members = self.members();
@@ -132,26 +135,46 @@ impl Node {
                 "node {id} is not a member of the cluster"
             )));
         };
+        let voters: Vec<&pb::Member> = members.iter().filter(|m| m.role == "voter").collect();
+        let mut reachable = BTreeSet::new();
+        for m in &voters {
+            if m.node_id == self.id || self.probe(&m.address).await.is_ok() {
+                reachable.insert(m.node_id);
+            }
+        }
+        // The change commits only once a quorum of the voters as they are now has it (and,
+        // for a voter, a quorum of those that stay: Raft's joint consensus).
+        let quorum = voters.len() / 2 + 1;
+        if reachable.len() < quorum {
+            return Err(NodeError::FailedPrecondition(format!(
+                "removing node {id} must be agreed by {quorum} of the {} voters, but only {} \
+                 are reachable ({}), so the change could never commit; bring the unreachable \
+                 voters back first",
+                voters.len(),
+                reachable.len(),
+                reachable
+                    .iter()
+                    .map(|n| format!("node {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let change = if target.role == "voter" {
-            let remaining: Vec<&pb::Member> = members
-                .iter()
-                .filter(|m| m.role == "voter" && m.node_id != id)
-                .collect();
+            let remaining: Vec<&pb::Member> =
+                voters.iter().copied().filter(|m| m.node_id != id).collect();
             if remaining.is_empty() {
                 return Err(NodeError::FailedPrecondition(format!(
                     "node {id} is the last voter; removing it would leave no cluster"
                 )));
             }
-            let mut reachable = 0;
-            for m in &remaining {
-                if m.node_id == self.id || self.probe(&m.address).await.is_ok() {
-                    reachable += 1;
-                }
-            }
+            let left = remaining
+                .iter()
+                .filter(|m| reachable.contains(&m.node_id))
+                .count();
             let quorum = remaining.len() / 2 + 1;
-            if reachable < quorum {
+            if left < quorum {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "removing node {id} would leave {} voters of which only {reachable} are reachable, \
+                    "removing node {id} would leave {} voters of which only {left} are reachable, \
                      and a quorum needs {quorum}; bring the unreachable nodes back (or remove them) first",
                     remaining.len()
                 )));
@@ -249,5 +272,15 @@ pub async fn promote_learners(node: Arc<Node>) {
             Ok(_) => tracing::info!(nodes = ?ready, "promoted caught-up learners to voters"),
             Err(e) => tracing::warn!(nodes = ?ready, error = %e, "promoting learners failed"),
         }
+    }
+}
+
+/// A refusal the leader gave (kept as it is, so it is not retried), else the leader could not
+/// be asked.
+fn refusal_or_unavailable(leader: &str, s: tonic::Status) -> NodeError {
+    match s.code() {
+        tonic::Code::FailedPrecondition => NodeError::FailedPrecondition(s.message().to_string()),
+        tonic::Code::NotFound => NodeError::NotFound(s.message().to_string()),
+        _ => NodeError::Unavailable(format!("the leader at {leader}: {}", s.message())),
     }
 }
