@@ -38,7 +38,7 @@ for run in $(seq 1 "$runs"); do
   read -r -a before <<<"$(node_ticks)"
   cpu_before=$(head -1 /proc/stat)
   TIMEFORMAT='%U %S'
-  { time "$aide" --remote "$remote" bench --ops state-set --clients 64 --duration 5s --warmup 0s >"$work/out"; } 2>"$work/time"
+  { time "$aide" --remote "$remote" bench --ops state-set --clients 64 --duration 5s --warmup 0s ${BENCH_FLAGS:-} >"$work/out"; } 2>"$work/time"
   cpu_after=$(head -1 /proc/stat)
   read -r -a after <<<"$(node_ticks)"
   last=$(last_index)

@@ -71,8 +71,8 @@ pub const NODE_AUTH: &str = "x-aide-node-auth";
 /// Marks `req` as a call from a node of the cluster (once keys are enabled, the receiving node
 /// checks the cluster's node secret).
 pub fn as_node<T>(store: &Store, req: &mut tonic::Request<T>) {
-    if let Ok(Some(secret)) = keys::node_secret(&store.state) {
-        if let Ok(mut v) = tonic::metadata::MetadataValue::try_from(secret.as_str()) {
+    if let Ok((_, Some(secret))) = keys::keys_on(store) {
+        if let Ok(mut v) = tonic::metadata::MetadataValue::try_from(&*secret) {
             v.set_sensitive(true);
             req.metadata_mut().insert(NODE_AUTH, v);
         }
@@ -204,14 +204,14 @@ pub fn admit(
     let unreadable = |e: crate::storage::StoreError| {
         Status::unavailable(format!("cannot read the key store: {e}"))
     };
-    let enabled = keys::enabled(&store.state).map_err(unreadable)?;
+    let (enabled, node_secret) = keys::keys_on(store).map_err(unreadable)?;
     // Another node of the cluster, when keys are on: it knows the node secret (and, with TLS,
     // presents a node's certificate).
     let from_node = enabled
         && (!tls || peer() == PeerCert::Node)
         && match (
             headers.get(NODE_AUTH).and_then(|v| v.to_str().ok()),
-            keys::node_secret(&store.state).map_err(unreadable)?,
+            node_secret,
         ) {
             (Some(given), Some(secret)) => same(given, &secret),
             _ => false,
@@ -319,7 +319,7 @@ fn check_key(
 pub fn still_allowed(store: &Store, caller: &Caller) -> Result<(), Status> {
     let read = |e: crate::storage::StoreError| Status::unavailable(e.to_string());
     if let Some(keyless) = &caller.keyless {
-        if !keys::enabled(&store.state).map_err(read)? {
+        if !keys::keys_on(store).map_err(read)?.0 {
             return Ok(());
         }
         return match &keyless.offered {

@@ -396,7 +396,8 @@ async fn a_revoked_key_stops_working_on_every_node() {
 async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_one() {
     use aide::grpc::pb::cluster::{RemoveRequest, StatusRequest};
     use aide::grpc::pb::raft::{raft_service_client::RaftServiceClient, RaftPayload};
-    let mut cluster = Cluster::start(3, &[]).await;
+    // A snapshot every 5 entries: the node that joins below catches up by one.
+    let mut cluster = Cluster::start(3, &["--snapshot-every", "5"]).await;
     let open = keyed(&cluster.addrs(), "p", None, ReadMode::Linearizable);
     let admin = open
         .auth_enable(EnableRequest {
@@ -480,6 +481,10 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
         );
     }
 
+    // Enough entries that the log the new node would need is gone: it gets a snapshot.
+    for i in 0..30 {
+        set(&probing, &format!("filler {i}")).await.unwrap();
+    }
     // A new node joins with an admin key; without one it is refused.
     let refused = std::process::Command::new(common::aide_bin())
         .args([
@@ -505,8 +510,17 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
         &["--join", &cluster.nodes[0].addr, "--api-key", &admin],
     );
     let id = joined.id;
+    let joined_addr = joined.addr.clone();
     cluster.nodes.push(joined);
     cluster.wait_voters_with(4, &admin).await;
+    // It checked the leader's calls before it had the keys, and got them by a snapshot: now it
+    // refuses a call without a key.
+    let log = cluster.nodes[3].log_text();
+    assert!(log.contains("installed a snapshot"), "{log}");
+    let err = get(&keyed(&[joined_addr], "p", None, ReadMode::Stale))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Unauthenticated, "{}", err.message);
     // Removing it through a follower is forwarded to the leader.
     at_follower
         .cluster_remove(RemoveRequest { node_id: id })

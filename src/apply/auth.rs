@@ -22,6 +22,20 @@ pub fn enabled(r: &dyn KvRead) -> Result<bool, StoreError> {
     Ok(r.get(&KEY)?.is_some())
 }
 
+/// Whether keys are on, and the node secret: from the store's memory of them when it has it
+/// (the request path asks for every call; [`crate::storage::Store::keys`] says when they are
+/// read again).
+pub fn keys_on(
+    store: &crate::storage::Store,
+) -> Result<(bool, Option<std::sync::Arc<str>>), StoreError> {
+    store.keys.get(|| {
+        Ok((
+            enabled(&store.state)?,
+            node_secret(&store.state)?.map(Into::into),
+        ))
+    })
+}
+
 /// The key named `accessor`.
 pub fn key(r: &dyn KvRead, accessor: &str) -> Result<Option<ApiKey>, StoreError> {
     records::get(r, &keys::api_key(accessor))

@@ -131,7 +131,8 @@ impl Auth {
     }
 
     fn enabled(&self) -> Result<bool, Status> {
-        keys::enabled(&self.node.store.state)
+        keys::keys_on(&self.node.store)
+            .map(|(on, _)| on)
             .map_err(|e| Status::unavailable(format!("cannot read the key store: {e}")))
     }
 }

@@ -204,10 +204,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut applied = self.applied.clone();
         let reached = tokio::time::timeout(PURGE_WAIT, applied.wait_for(|a| *a >= log_id.index));
         if !matches!(reached.await, Ok(Ok(_))) {
-            tracing::warn!(
-                index = log_id.index,
-                "purging the log before the state machine reported reaching it"
-            );
+            // Purging now would leave entries the state machine lacks nowhere (a snapshot whose
+            // install failed, say); kept, a restart installs or applies them again.
+            return Err(write_err(std::io::Error::other(format!(
+                "the state machine has not reached log index {} after {PURGE_WAIT:?}; the log \
+                 up to it is kept",
+                log_id.index
+            ))));
         }
         self.set_meta(LAST_PURGED, &log_id)?;
         self.flush().await?;

@@ -207,6 +207,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             landing::land(&landing, &mut held, &self.store.state, &self.followers)
                 .await
                 .map_err(broken)?;
+            self.store.keys.forget();
         }
         self.followers
             .answered
@@ -258,10 +259,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(write_err)?
             .map_err(write_err)?;
+        self.store.keys.forget();
         self.requests = RequestIndex::load(&self.store.state).map_err(read_err)?;
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
-        self.snapshots.save(&meta_json, &data).map_err(write_err)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.snapshots
+            .save(index, &meta_json, &data)
+            .map_err(write_err)?;
         self.landing.members(meta.last_membership.membership());
         tracing::info!(index, bytes = data.len(), "installed a snapshot");
         self.followers.search.rebuild(index);
@@ -342,9 +346,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let files = self.snapshots.clone();
         let meta_json = serde_json::to_vec(&meta).map_err(write_err)?;
+        let index = last_log_id.map_or(0, |l| l.index);
         let data = tokio::task::spawn_blocking(move || {
             let data = snapshot::encode(&pairs);
-            files.save(&meta_json, &data).map(|_| data)
+            // Not saved when a newer one, installed from the leader meanwhile, already is.
+            files.save(index, &meta_json, &data).map(|_| data)
         })
         .await
         .map_err(write_err)?

@@ -770,7 +770,8 @@ impl Wal {
             .range(cut.segment + 1..)
             .map(|(&f, _)| f)
             .collect();
-        for first in later {
+        // Newest first: a crash midway leaves the older segments without a gap after them.
+        for first in later.into_iter().rev() {
             inner.segments.remove(&first);
             let path = segment_path(&self.dir, first);
             std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;

@@ -105,6 +105,45 @@ pub struct Store {
     pub state: sled::Tree,
     /// Serializes writes of the durable mark.
     mark_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Whether API keys are on here, and the node secret (`crate::apply::auth::keys_on`): read
+    /// from `state` once, then from memory until the state machine lands a change of keys or
+    /// installs a snapshot, so that checking a request does not read sled (nor wait on its lock
+    /// while a batch goes in).
+    pub keys: std::sync::Arc<Memo<(bool, Option<std::sync::Arc<str>>)>>,
+}
+
+/// A value read from the store, kept in memory until [`Memo::forget`] says the store may hold
+/// another: a reader that began before the change does not keep what it read.
+#[derive(Debug, Default)]
+pub struct Memo<T> {
+    /// How many times it was forgotten, and the value read since the last time.
+    inner: std::sync::Mutex<(u64, Option<T>)>,
+}
+
+impl<T: Clone> Memo<T> {
+    /// The value in memory, else what `read` reads (kept, unless forgotten meanwhile).
+    pub fn get<E>(&self, read: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let generation = {
+            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = &inner.1 {
+                return Ok(v.clone());
+            }
+            inner.0
+        };
+        let value = read()?;
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.0 == generation {
+            inner.1 = Some(value.clone());
+        }
+        Ok(value)
+    }
+
+    /// The store may have changed: the next [`Memo::get`] reads it again.
+    pub fn forget(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.0 += 1;
+        inner.1 = None;
+    }
 }
 
 impl Store {
@@ -144,6 +183,7 @@ impl Store {
             raft_meta,
             state,
             mark_lock: Default::default(),
+            keys: Default::default(),
         })
     }
 
@@ -227,5 +267,38 @@ impl Store {
     /// The directory of snapshots.
     pub fn snapshot_dir(&self) -> PathBuf {
         self.dir.join("snapshots")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Memo;
+
+    #[test]
+    fn a_memo_reads_once_until_forgotten_and_drops_a_read_that_a_change_overtook() {
+        let memo = Memo::<u32>::default();
+        let mut reads = 0;
+        let mut read = |v| {
+            reads += 1;
+            Ok::<_, ()>(v)
+        };
+        assert_eq!(memo.get(|| read(1)), Ok(1));
+        assert_eq!(memo.get(|| read(2)), Ok(1), "kept in memory");
+        memo.forget();
+        assert_eq!(memo.get(|| read(3)), Ok(3), "read again once forgotten");
+        assert_eq!(reads, 2);
+
+        // A read that was under way when the store changed answers what it read, but is not
+        // kept: the next caller reads again.
+        memo.forget();
+        assert_eq!(
+            memo.get(|| {
+                memo.forget();
+                Ok::<_, ()>(4)
+            }),
+            Ok(4)
+        );
+        assert_eq!(memo.get(|| Ok::<_, ()>(5)), Ok(5));
+        assert_eq!(memo.get(|| Ok::<_, ()>(6)), Ok(5));
     }
 }

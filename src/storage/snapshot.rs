@@ -106,16 +106,27 @@ pub struct SavedSnapshot {
 /// The files of the newest snapshot in a directory.
 pub struct SnapshotFiles {
     dir: PathBuf,
+    /// One save at a time (a snapshot built here and one installed from the leader may be
+    /// saved at once), and the log index of the last one saved.
+    saved: std::sync::Mutex<Option<u64>>,
 }
 
 impl SnapshotFiles {
     pub fn new(dir: PathBuf) -> Self {
-        SnapshotFiles { dir }
+        SnapshotFiles {
+            dir,
+            saved: Default::default(),
+        }
     }
 
-    /// Saves a snapshot's metadata (JSON) and data, replacing the previous one atomically enough:
-    /// the data is renamed into place before the metadata that names it.
-    pub fn save(&self, meta_json: &[u8], data: &[u8]) -> Result<(), StoreError> {
+    /// Saves the metadata (JSON) and data of a snapshot up to log index `index`, replacing the
+    /// previous one atomically enough: the data is renamed into place before the metadata that
+    /// names it. A snapshot older than the one saved last is not saved (false).
+    pub fn save(&self, index: u64, meta_json: &[u8], data: &[u8]) -> Result<bool, StoreError> {
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        if saved.is_some_and(|newest| newest > index) {
+            return Ok(false);
+        }
         create_private_dir(&self.dir)?;
         let write = |name: &str, bytes: &[u8]| -> Result<(), StoreError> {
             let tmp = self.dir.join(format!("{name}.tmp"));
@@ -127,7 +138,9 @@ impl SnapshotFiles {
         };
         write(META_FILE, b"")?;
         write(DATA_FILE, data)?;
-        write(META_FILE, meta_json)
+        write(META_FILE, meta_json)?;
+        *saved = Some(index);
+        Ok(true)
     }
 
     /// The newest snapshot's metadata and data, if there is a complete one.
@@ -150,6 +163,22 @@ impl SnapshotFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(dir.path().join("snapshots"));
+        assert!(files.save(10, b"{\"at\":10}", b"ten").unwrap());
+        // Built from a copy taken before a newer snapshot was installed: dropped.
+        assert!(!files.save(5, b"{\"at\":5}", b"five").unwrap());
+        let saved = files.load().unwrap().unwrap();
+        assert_eq!(
+            (saved.meta.as_slice(), saved.data.as_slice()),
+            (&b"{\"at\":10}"[..], &b"ten"[..])
+        );
+        assert!(files.save(12, b"{\"at\":12}", b"twelve").unwrap());
+        assert_eq!(files.load().unwrap().unwrap().data, b"twelve");
+    }
 
     #[test]
     fn a_snapshot_round_trips_and_damage_is_refused() {
