@@ -5,6 +5,7 @@
 # writes/s, writes per Raft entry (the leader's last log index before and after), the CPU time
 # per write of each node and of `aide bench` (from /proc), and the machine's idle share over
 # the run (from /proc/stat). TMPDIR=/dev/shm puts the cluster on tmpfs (no disk waits).
+# BENCH_FLAGS adds flags to the measured run (such as "--connections 4").
 # Usage: scripts/bench-rounds.sh [RUNS] (default 1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
