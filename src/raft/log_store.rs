@@ -16,7 +16,8 @@ pub const LOG_DIR: &str = "raft-log";
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
+/// The key of the last purged log id in the `raft_meta` tree.
+pub(crate) const LAST_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log store of a node; cloned as its own log reader.
 #[derive(Clone)]

@@ -255,29 +255,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             crate::storage::codec::encode(&meta.last_membership),
         ));
         let state = self.store.state.clone();
-        tokio::task::spawn_blocking(move || snapshot::replace_tree(&state, pairs))
-            .await
-            .map_err(write_err)?
-            .map_err(write_err)?;
-        self.store.keys.forget();
-        self.requests = RequestIndex::load(&self.store.state).map_err(read_err)?;
+        let files = self.snapshots.clone();
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        self.snapshots
-            .save(index, &meta_json, &data)
-            .map_err(write_err)?;
+        let bytes = data.len();
+        // Off the async threads: the store replaced and flushed, the request ids read back, the
+        // snapshot saved and synced.
+        let requests = tokio::task::spawn_blocking(move || {
+            snapshot::replace_tree(&state, pairs).map_err(write_err)?;
+            let requests = RequestIndex::load(&state).map_err(read_err)?;
+            files.save(index, &meta_json, &data).map_err(write_err)?;
+            Ok::<_, StorageError>(requests)
+        })
+        .await
+        .map_err(write_err)??;
+        self.store.keys.forget();
+        self.requests = requests;
         self.landing.members(meta.last_membership.membership());
-        tracing::info!(index, bytes = data.len(), "installed a snapshot");
+        tracing::info!(index, bytes, "installed a snapshot");
         self.followers.search.rebuild(index);
         self.followers.applied.send_modify(|a| *a = index);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(saved) = self.snapshots.load().map_err(read_err)? else {
+        let files = self.snapshots.clone();
+        let Some(saved) = tokio::task::spawn_blocking(move || files.load())
+            .await
+            .map_err(read_err)?
+            .map_err(read_err)?
+        else {
             return Ok(None);
         };
         let meta: Meta = serde_json::from_slice(&saved.meta).map_err(read_err)?;
+        // A snapshot older than the log's start cannot bring a follower up to it (the node
+        // stopped between installing a newer one and saving it): none, so a new one is built.
+        let purged = match self
+            .store
+            .raft_meta
+            .get(super::log_store::LAST_PURGED)
+            .map_err(read_err)?
+        {
+            Some(v) => Some(crate::storage::codec::decode::<LogId>(&v).map_err(read_err)?),
+            None => None,
+        };
+        if purged.map(|p| p.index) > meta.last_log_id.map(|l| l.index) {
+            tracing::warn!(
+                snapshot = meta.last_log_id.map_or(0, |l| l.index),
+                purged = purged.map_or(0, |p| p.index),
+                "the saved snapshot is older than the log's start; a new one will be built"
+            );
+            return Ok(None);
+        }
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(saved.data)),
