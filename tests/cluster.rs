@@ -571,6 +571,10 @@ async fn reads_have_the_changes_they_need_written_at_once() {
     let f = c.follower().await;
     let w = c.client(l, "p", ReadMode::Stale);
     let lin = c.client(f, "p", ReadMode::Linearizable);
+    // A reader at the follower that asks for an index far ahead (it waits, then fails) does
+    // not keep the others' entries from being written at once.
+    let far = c.client_at_index(f, "p", u64::MAX / 2);
+    let waiting = tokio::spawn(async move { far.state_get(get("held")).await });
     for i in 0..5 {
         w.state_set(set("held", &i.to_string())).await.unwrap();
         assert_eq!(
@@ -591,6 +595,8 @@ async fn reads_have_the_changes_they_need_written_at_once() {
         Some("last"),
         "a linearizable read at a follower"
     );
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(err.code, tonic::Code::DeadlineExceeded, "{err:?}");
 }
 
 /// The TCP connections on this machine (any state, TIME_WAIT included) with an end on `port`
@@ -764,6 +770,65 @@ async fn the_client_fails_over_when_its_node_stops_answering() {
         "calls moved to a live node"
     );
     assert_eq!(value_at(&client, "b").await.as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_node_that_catches_up_by_snapshot_ends_instead_of_missing_changes() {
+    use aide::grpc::pb::cluster::IsolationRequest;
+    let mut c = Cluster::start(3, &["--failpoints", "--snapshot-every", "10"]).await;
+    let l = c.leader().await;
+    let f = c.follower().await;
+    let channel = aide::raft::network::channel(&c.nodes[f].addr).unwrap();
+    let mut req = tonic::Request::new(WatchStateRequest::default());
+    req.metadata_mut()
+        .insert("x-aide-project", "p".parse().unwrap());
+    let mut changes = swarm_service_client::SwarmServiceClient::new(channel)
+        .watch_state(req)
+        .await
+        .unwrap()
+        .into_inner();
+    // The follower is cut off while the others write on and cut their log past it.
+    let isolate = |cut: Vec<u64>, i: usize| {
+        let client = c.client(i, "p", ReadMode::Stale);
+        async move {
+            client
+                .cluster_set_isolation(IsolationRequest {
+                    isolate_from: cut,
+                    one_way: false,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let ids: Vec<u64> = c.nodes.iter().map(|n| n.id).collect();
+    for i in 0..3 {
+        let cut = if i == f {
+            ids.iter().copied().filter(|&id| id != ids[f]).collect()
+        } else {
+            vec![ids[f]]
+        };
+        isolate(cut, i).await;
+    }
+    let w = c.client(l, "p", ReadMode::Linearizable);
+    for n in 0..40 {
+        set_numbered(&w, n).await;
+    }
+    for i in 0..3 {
+        isolate(Vec::new(), i).await;
+    }
+    c.wait_applied(w.last_index()).await;
+    assert!(
+        c.nodes[f].log_text().contains("installed a snapshot"),
+        "the follower caught up without a snapshot"
+    );
+    // The stream does not go on as if nothing was missed: it ends, saying why.
+    let end = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("the watch said nothing")
+        .expect("the watch ended without a word");
+    let status = end.expect_err("a change arrived instead of the end");
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(status.message().contains("snapshot"), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

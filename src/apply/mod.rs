@@ -49,6 +49,11 @@ pub enum Effect {
         state: StateEntry,
         deleted: bool,
     },
+    /// Not an apply's: the node installed a snapshot up to `index`, so the changes before it
+    /// were not seen one by one (watch streams end, for their clients to list and watch again).
+    Skipped {
+        index: u64,
+    },
 }
 
 /// What every domain's apply function gets besides the command.

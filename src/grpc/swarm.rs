@@ -54,6 +54,12 @@ impl Api {
                     _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => break,
                     _ = tx.closed() => break,
                     change = changes.recv() => match change {
+                        Ok(Effect::Skipped { index }) => {
+                            let _ = tx.send(Err(Status::aborted(format!(
+                                "this node caught up by a snapshot (to log index {index}), so the changes before it were not seen one by one; watch again and list to catch up"
+                            )))).await;
+                            break;
+                        }
                         Ok(e) => {
                             if let Some(item) = select(&e) {
                                 if let Err(status) = still_allowed() {

@@ -49,6 +49,9 @@ impl Node {
             accessor: meta.accessor.clone(),
         };
         let (mut results, index) = self.propose(vec![env]).await?;
+        // Answered here, even when the leader applied it: a read at this node reflects it.
+        self.answered
+            .fetch_max(index, std::sync::atomic::Ordering::AcqRel);
         match results.pop() {
             Some(CommandResult::Rejected(r)) => Err(r.into()),
             Some(r) => Ok((r, index)),
@@ -110,7 +113,17 @@ impl Node {
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
-        match self.raft.client_write(Proposal { envelopes }).await {
+        // A leader cut off from the others may never see its entry committed nor cut away (it
+        // may catch up later by a snapshot): the write is given up, to be retried with its
+        // request id, rather than waited for forever.
+        let write = self.raft.client_write(Proposal { envelopes });
+        let Ok(written) = tokio::time::timeout(WRITE_TIMEOUT, write).await else {
+            return Err(ProposeError::Unavailable(format!(
+                "the write was not committed within {WRITE_TIMEOUT:?} (the leader may be cut off); \
+                 it may still be applied, and a retry with its request id is applied once"
+            )));
+        };
+        match written {
             Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(ProposeError::NotLeader)

@@ -103,10 +103,8 @@ impl Node {
 
     /// Waits until this node has applied `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
-        if self.applied_index() < index {
-            // Its changes may be held in memory: have them written now.
-            self.landing.want(index);
-        }
+        // Its changes may be held in memory: have them written now (or once applied).
+        let _wanted = (self.applied_index() < index).then(|| self.landing.want(index));
         let mut applied = self.applied.clone();
         let failed = || {
             self.landing_failed

@@ -23,7 +23,7 @@ use super::state_machine::Followers;
 use crate::apply::Effect;
 use crate::storage::kv::{batch_of, Writes};
 use futures::FutureExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard, Notify};
@@ -71,8 +71,9 @@ pub struct Landing {
     filled: Notify,
     /// A reader waits, or the held changes grew large: write them now.
     urgent: Notify,
-    /// The highest log index a reader has waited for.
-    wanted: AtomicU64,
+    /// The log indexes readers wait for, with how many wait for each (a reader's
+    /// [`Wanted`] takes its own out when it stops waiting).
+    wanted: std::sync::Mutex<std::collections::BTreeMap<u64, usize>>,
     /// A snapshot is copying the store: nothing is written to it. Set and cleared with the
     /// lock of the held changes taken, so whoever holds that lock and finds it clear may write.
     frozen: AtomicBool,
@@ -90,7 +91,7 @@ impl Landing {
             delay,
             filled: Notify::new(),
             urgent: Notify::new(),
-            wanted: AtomicU64::new(0),
+            wanted: Default::default(),
             frozen: AtomicBool::new(false),
             thawed: Notify::new(),
         }
@@ -160,8 +161,7 @@ impl Landing {
         }
         // A reader already waits for one of these entries, there are many, or they have been
         // held long enough: written now, before the next apply is due.
-        let wanted = self.wanted.load(Ordering::Acquire);
-        if (wanted > held.landed && wanted <= index)
+        if self.wanted_within(held.landed, index)
             || held.writes.len() >= MAX_KEYS
             || held
                 .since
@@ -171,10 +171,42 @@ impl Landing {
         }
     }
 
-    /// A reader waits until `index` is in the store: write what is held without delay.
-    pub fn want(&self, index: u64) {
-        self.wanted.fetch_max(index, Ordering::AcqRel);
+    /// A reader waits until `index` is in the store: what is held is written without delay, now
+    /// and whenever an apply reaches `index`, until the returned guard is dropped.
+    pub fn want(&self, index: u64) -> Wanted<'_> {
+        *self
+            .wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(index)
+            .or_default() += 1;
         self.urgent.notify_one();
+        Wanted(self, index)
+    }
+
+    /// Whether a reader waits for an index after `landed` and up to `index`. (One that asked for
+    /// an index far ahead, as a client's min-index may, does not hide those that wait for less.)
+    fn wanted_within(&self, landed: u64, index: u64) -> bool {
+        let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        wanted
+            .range(landed.saturating_add(1)..)
+            .next()
+            .is_some_and(|(&w, _)| w <= index)
+    }
+}
+
+/// A reader's wait for an index (see [`Landing::want`]).
+pub struct Wanted<'a>(&'a Landing, u64);
+
+impl Drop for Wanted<'_> {
+    fn drop(&mut self) {
+        let mut wanted = self.0.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = wanted.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                wanted.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -259,8 +291,7 @@ pub async fn run(landing: Arc<Landing>, state: sled::Tree, followers: Followers)
         // A reader that waits for an entry not applied yet is told by `hold` when it is; one
         // that asks for an index far ahead (a client's min-index can be anything) does not
         // stop the batching.
-        let wanted = landing.wanted.load(Ordering::Acquire);
-        if !(wanted > landed && wanted <= index) {
+        if !landing.wanted_within(landed, index) {
             let until = since
                 .checked_add(landing.hold_for() * 3 / 2)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));

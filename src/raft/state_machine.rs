@@ -275,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(index, bytes, "installed a snapshot");
         self.followers.search.rebuild(index);
         self.followers.applied.send_modify(|a| *a = index);
+        let _ = self.followers.events.send(Effect::Skipped { index });
         Ok(())
     }
 
