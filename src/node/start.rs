@@ -189,6 +189,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         applied: applied_tx,
         answered: answered.clone(),
         landing_failed: landing_failed.clone(),
+        keys: store.keys.clone(),
     };
     let landing = Arc::new(crate::raft::landing::Landing::new(
         config.landing_hold,

@@ -44,12 +44,17 @@ pub struct Followers {
     pub answered: Arc<AtomicU64>,
     /// Set when a batch could not be written: reads that wait for it fail instead.
     pub landing_failed: Arc<AtomicBool>,
+    /// The store's memory of whether keys are on ([`Store::keys`]).
+    pub keys: Arc<crate::storage::KeysMemo>,
 }
 
 impl Followers {
     /// Tells the search index, the watch streams and the readers about the batch up to `index`,
     /// which is in the store now.
     pub(super) fn publish(&self, index: u64, effects: Vec<Effect>) {
+        // The batch may have changed the keys: read again by the next check, which may be a
+        // read that waited for this index.
+        self.keys.forget();
         let mut ops = Vec::new();
         for e in effects {
             match e {
@@ -207,7 +212,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             landing::land(&landing, &mut held, &self.store.state, &self.followers)
                 .await
                 .map_err(broken)?;
-            self.store.keys.forget();
         }
         self.followers
             .answered

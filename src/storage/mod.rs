@@ -106,11 +106,15 @@ pub struct Store {
     /// Serializes writes of the durable mark.
     mark_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Whether API keys are on here, and the node secret (`crate::apply::auth::keys_on`): read
-    /// from `state` once, then from memory until the state machine lands a change of keys or
-    /// installs a snapshot, so that checking a request does not read sled (nor wait on its lock
-    /// while a batch goes in).
-    pub keys: std::sync::Arc<Memo<(bool, Option<std::sync::Arc<str>>)>>,
+    /// from `state` once, then from memory until the state machine writes a batch of applied
+    /// changes or installs a snapshot (before it reports the new applied index, so that a read
+    /// that waited for it checks keys as they are then), so that checking a request does not
+    /// read sled each time (nor wait on its lock while a batch goes in).
+    pub keys: std::sync::Arc<KeysMemo>,
 }
+
+/// [`Store::keys`]: whether API keys are on, and the node secret.
+pub type KeysMemo = Memo<(bool, Option<std::sync::Arc<str>>)>;
 
 /// A value read from the store, kept in memory until [`Memo::forget`] says the store may hold
 /// another: a reader that began before the change does not keep what it read.
