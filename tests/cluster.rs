@@ -408,19 +408,31 @@ async fn a_voter_cannot_join_again_empty_and_a_change_that_could_never_commit_is
     // A node that joins starts with an empty store; one at a voter's address (a voter whose
     // data was lost, restarted with --join) is refused, through either node.
     for through in [leader, follower] {
-        let again = cli(&c.nodes[through].addr, &["cluster", "join", &addr]);
+        let again = aide::client::Client::new(aide::client::ClientConfig {
+            endpoints: vec![c.nodes[through].addr.clone()],
+            ..Default::default()
+        })
+        .unwrap()
+        .cluster_join(aide::grpc::pb::cluster::JoinRequest {
+            node_id: 0,
+            address: addr.clone(),
+        })
+        .await
+        .expect_err("a voter's address joined again");
+        assert_eq!(again.code, tonic::Code::FailedPrecondition, "{again:?}");
         assert!(
-            !again.ok,
-            "a voter's address joined again: {}",
-            again.stdout
-        );
-        assert!(
-            again.stderr.contains(&format!("belongs to voter {id}"))
-                && again.stderr.contains("remove it first"),
+            again.message.contains(&format!("belongs to voter {id}"))
+                && again.message.contains("remove it first"),
             "{}",
-            again.stderr
+            again.message
         );
     }
+    // `aide cluster join` run again for a node that joined says so, and changes nothing.
+    let rerun = cli(&c.nodes[leader].addr, &["cluster", "join", &addr]);
+    assert_eq!(
+        rerun.out().trim(),
+        format!("Node {id} at {addr} is already a voter")
+    );
 
     // With the follower dead, removing it needs both voters to agree (Raft's joint
     // consensus): it could never commit, so it is refused at once with the reason.
@@ -955,12 +967,23 @@ async fn an_isolated_leader_stops_serving_and_the_majority_goes_on() {
     let mine = aide::client::Client::new(aide::client::ClientConfig {
         endpoints: vec![c.nodes[old].addr.clone()],
         project: Some("p".into()),
+        read_mode: ReadMode::OwnWrites,
         min_index: Some(w.last_index()),
         timeout: Duration::from_secs(2),
         ..Default::default()
     })
     .unwrap();
     assert_eq!(value_at(&mine, "k").await.as_deref(), Some("before"));
+    // So does the CLI's `--min-index`; named, `--consistency linearizable` still asks the leader.
+    let index = w.last_index().to_string();
+    let cut_off = &c.nodes[old].addr;
+    let own = ["--project", "p", "--min-index", &index, "state", "get", "k"];
+    assert_eq!(cli(cut_off, &own).out().trim(), "before");
+    let strict = cli(
+        cut_off,
+        &[&["--consistency", "linearizable"], &own[..]].concat(),
+    );
+    assert!(!strict.ok, "a linearizable read on the cut-off node");
 
     // The two others elect a leader and take writes.
     let f = (0..3).find(|&i| i != old).unwrap();

@@ -97,6 +97,18 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 Some(id) => id,
                 None => new_node_id(&addr, c).await?,
             };
+            // Run again for a node that has joined since: nothing to do (the leader refuses a
+            // voter's address, as a node that lost its data must not come back under its id).
+            let members = c.cluster_members(pb::MembersRequest {}).await?;
+            if let Some(m) = members.members.iter().find(|m| {
+                m.address == addr && m.role == "voter" && (node_id == 0 || m.node_id == node_id)
+            }) {
+                out.either(
+                    format!("Node {} at {addr} is already a voter", m.node_id),
+                    json!({ "node_id": m.node_id, "leader_id": members.leader_id, "members": members_json(&members.members) }),
+                );
+                return Ok(());
+            }
             let r = c
                 .cluster_join(pb::JoinRequest {
                     node_id,

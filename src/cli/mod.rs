@@ -50,9 +50,11 @@ pub struct Global {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Read consistency: linearizable (through the leader) or stale (this node's data).
-    #[arg(long, global = true, value_enum, default_value_t = ConsistencyArg::Linearizable)]
-    pub consistency: ConsistencyArg,
+    /// Read consistency: linearizable (through the leader; the default, but for a read with
+    /// --min-index, which the node serves itself once it has that index) or stale (this node's
+    /// data).
+    #[arg(long, global = true, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
     /// Reads wait until the node has applied at least this log index, then that node answers
     /// from its own copy (no round trip to the leader); `last` is the newest index this client
     /// has seen from these nodes (its last write or newer): read-your-writes at any node.
@@ -327,8 +329,9 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
         endpoints,
         project: project(g)?,
         read_mode: match g.consistency {
-            ConsistencyArg::Linearizable => ReadMode::Linearizable,
-            ConsistencyArg::Stale => ReadMode::Stale,
+            Some(ConsistencyArg::Linearizable) => ReadMode::Linearizable,
+            Some(ConsistencyArg::Stale) => ReadMode::Stale,
+            None => ReadMode::OwnWrites,
         },
         min_index,
         api_key,

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// before it starts (writes go on meanwhile).
     #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
     pub snapshot_copy_delay_ms: Option<u64>,
+    /// Testing only (needs --failpoints): how long a leader holds a proposal for the rest of
+    /// the writers its last entry answered (default 3).
+    #[arg(long, hide = true, value_name = "MS", requires = "failpoints")]
+    pub cohort_wait_ms: Option<u64>,
 }
 
 /// The data directory used when none is given.
@@ -136,6 +140,10 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             .map_or(crate::raft::landing::HOLD, std::time::Duration::from_millis),
         snapshot_copy_delay: std::time::Duration::from_millis(
             args.snapshot_copy_delay_ms.unwrap_or(0),
+        ),
+        cohort_wait: args.cohort_wait_ms.map_or(
+            crate::node::batch::COHORT_WAIT,
+            std::time::Duration::from_millis,
         ),
         api_key: g.api_key.clone(),
         tls: match (

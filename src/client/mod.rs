@@ -45,9 +45,14 @@ impl From<Status> for ClientError {
 /// How fresh reads must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadMode {
+    /// Confirmed through the leader (after the min-index too, when one is set).
     #[default]
     Linearizable,
+    /// The node's own copy.
     Stale,
+    /// The node's own copy once it has applied the min-index (this client's own writes): no
+    /// round trip to the leader. Without a min-index, as linearizable.
+    OwnWrites,
 }
 
 /// How to reach the cluster.
@@ -267,11 +272,17 @@ impl Client {
                 );
             }
             Kind::Read => {
-                if self.config.read_mode == ReadMode::Stale {
-                    md.insert(
-                        CONSISTENCY,
-                        "stale".parse().map_err(|_| bad("consistency"))?,
-                    );
+                // A read with a min-index and no consistency named is served by the node once
+                // it has applied that index.
+                let named = match self.config.read_mode {
+                    ReadMode::Stale => Some("stale"),
+                    ReadMode::Linearizable if self.config.min_index.is_some() => {
+                        Some("linearizable")
+                    }
+                    ReadMode::Linearizable | ReadMode::OwnWrites => None,
+                };
+                if let Some(named) = named {
+                    md.insert(CONSISTENCY, named.parse().map_err(|_| bad("consistency"))?);
                 }
                 if let Some(n) = self.config.min_index {
                     md.insert(MIN_INDEX, unindexed(n.into()));
@@ -350,10 +361,17 @@ impl Client {
             }
             attempt += 1;
             if to_leader {
-                // The leader is gone or moved: go back to the nearest node, which forwards.
+                // The leader is gone or moved: go back to the nearest node, which forwards
+                // (the next one, when the nearest was that leader).
                 let _ = self.leader.compare_exchange(
                     leader,
                     NO_LEADER,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                let _ = self.current.compare_exchange(
+                    leader,
+                    (leader + 1) % n,
                     Ordering::SeqCst,
                     Ordering::SeqCst,
                 );

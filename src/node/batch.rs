@@ -60,8 +60,9 @@ struct Cohort {
 }
 
 impl Batcher {
-    /// A batcher and the receiving end its loop consumes.
-    pub(crate) fn new() -> (Batcher, BatchQueue) {
+    /// A batcher and the receiving end its loop consumes, whose proposals wait up to `wait`
+    /// for the rest of their cohort.
+    pub(crate) fn new(wait: Duration) -> (Batcher, BatchQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let cohort = Arc::new(Cohort::default());
         (
@@ -69,7 +70,7 @@ impl Batcher {
                 tx,
                 cohort: cohort.clone(),
             },
-            BatchQueue { rx, cohort },
+            BatchQueue { rx, cohort, wait },
         )
     }
 
@@ -99,6 +100,8 @@ impl Batcher {
 pub(crate) struct BatchQueue {
     rx: mpsc::UnboundedReceiver<Pending>,
     cohort: Arc<Cohort>,
+    /// How long a proposal waits for the rest of its cohort ([`COHORT_WAIT`] but in tests).
+    wait: Duration,
 }
 
 impl BatchQueue {
@@ -150,7 +153,7 @@ impl BatchQueue {
     /// `first` and what else waits in the queue, up to the limits of one entry; while it holds
     /// fewer than `expected` envelopes, it waits for more, up to [`COHORT_WAIT`].
     async fn gather(&mut self, first: Pending, expected: usize) -> Vec<Pending> {
-        let until = Instant::now() + COHORT_WAIT;
+        let until = Instant::now() + self.wait;
         let mut bytes = first.bytes;
         let mut count = first.envelopes.len();
         let mut batch = vec![first];

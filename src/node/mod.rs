@@ -2,7 +2,7 @@
 //! together and taken apart. The write path ([`Node::write`] → [`Node::propose`]) and the read
 //! barrier ([`Node::read_barrier`]) are the only ways handlers reach the replicated state.
 
-mod batch;
+pub(crate) mod batch;
 mod clock;
 mod error;
 mod expiry;

@@ -49,9 +49,6 @@ impl Node {
             accessor: meta.accessor.clone(),
         };
         let (mut results, index) = self.propose(vec![env]).await?;
-        // Answered here, even when the leader applied it: a read at this node reflects it.
-        self.answered
-            .fetch_max(index, std::sync::atomic::Ordering::AcqRel);
         match results.pop() {
             Some(CommandResult::Rejected(r)) => Err(r.into()),
             Some(r) => Ok((r, index)),

@@ -34,8 +34,9 @@ pub struct ReadOptions {
 impl Node {
     /// Waits until a read with `opts` may be served here; returns the applied index it reflects.
     pub async fn read_barrier(&self, opts: ReadOptions) -> Result<u64, NodeError> {
-        // Even a stale read reflects every write this node has answered (whose changes may
-        // still be held in memory: waiting for them has them written at once).
+        // Even a stale read reflects every write this node has applied and answered (whose
+        // changes may still be held in memory: waiting for them has them written at once); a
+        // write it forwarded to the leader is read back with its index as the min-index.
         let floor = opts.min_index.unwrap_or(0).max(self.answered_index());
         self.wait_applied(floor).await?;
         if opts.consistency == Consistency::Linearizable {

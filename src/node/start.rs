@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// How long applied changes may be held in memory when no reader waits for them
     /// ([`crate::raft::landing::HOLD`] but in tests).
     pub landing_hold: std::time::Duration,
+    /// How long the leader holds a proposal for the rest of its cohort ([`super::batch::COHORT_WAIT`]
+    /// but in tests).
+    pub cohort_wait: std::time::Duration,
     /// Testing only (with `failpoints`): how long each snapshot's copy of the store waits
     /// before it starts, to make writes during a copy observable.
     pub snapshot_copy_delay: std::time::Duration,
@@ -70,6 +73,7 @@ impl NodeConfig {
             failpoints: false,
             landing_delay: std::time::Duration::ZERO,
             landing_hold: crate::raft::landing::HOLD,
+            cohort_wait: super::batch::COHORT_WAIT,
             snapshot_copy_delay: std::time::Duration::ZERO,
             tls: None,
             api_key: None,
@@ -247,7 +251,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         lander_followers,
     ));
     let (closing, closing_rx) = watch::channel(false);
-    let (batcher, batch_queue) = super::batch::Batcher::new();
+    let (batcher, batch_queue) = super::batch::Batcher::new(config.cohort_wait);
     let (reads, read_rounds) = super::read::ReadIndexQueue::new();
     let node = Arc::new(Node {
         id,

@@ -265,15 +265,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = data.len();
         // Off the async threads: the store replaced and flushed, the request ids read back, the
         // snapshot saved and synced.
+        let keys = self.store.keys.clone();
         let requests = tokio::task::spawn_blocking(move || {
             snapshot::replace_tree(&state, pairs).map_err(write_err)?;
+            // Key checks see the snapshot's keys from now on.
+            keys.forget();
             let requests = RequestIndex::load(&state).map_err(read_err)?;
             files.save(index, &meta_json, &data).map_err(write_err)?;
             Ok::<_, StorageError>(requests)
         })
         .await
         .map_err(write_err)??;
-        self.store.keys.forget();
         self.requests = requests;
         self.landing.members(meta.last_membership.membership());
         tracing::info!(index, bytes, "installed a snapshot");
