@@ -151,7 +151,7 @@ impl BatchQueue {
     }
 
     /// `first` and what else waits in the queue, up to the limits of one entry; while it holds
-    /// fewer than `expected` envelopes, it waits for more, up to [`COHORT_WAIT`].
+    /// fewer than `expected` envelopes, it waits for more, up to the queue's `wait`.
     async fn gather(&mut self, first: Pending, expected: usize) -> Vec<Pending> {
         let until = Instant::now() + self.wait;
         let mut bytes = first.bytes;

@@ -136,12 +136,12 @@ impl Node {
             )));
         };
         let voters: Vec<&pb::Member> = members.iter().filter(|m| m.role == "voter").collect();
-        let mut reachable = BTreeSet::new();
-        for m in &voters {
-            if m.node_id == self.id || self.probe(&m.address).await.is_ok() {
-                reachable.insert(m.node_id);
-            }
-        }
+        // Probed together: each unreachable one costs a probe's timeout.
+        let answered = futures::future::join_all(voters.iter().map(|m| async move {
+            (m.node_id == self.id || self.probe(&m.address).await.is_ok()).then_some(m.node_id)
+        }))
+        .await;
+        let reachable: BTreeSet<NodeId> = answered.into_iter().flatten().collect();
         // The change commits only once a quorum of the voters as they are now has it (and,
         // for a voter, a quorum of those that stay: Raft's joint consensus).
         let quorum = voters.len() / 2 + 1;

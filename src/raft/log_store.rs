@@ -17,7 +17,15 @@ pub const LOG_DIR: &str = "raft-log";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 /// The key of the last purged log id in the `raft_meta` tree.
-pub(crate) const LAST_PURGED: &[u8] = b"last_purged";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// The last log id purged from `store`'s log: where the log starts.
+pub(crate) fn last_purged(store: &Store) -> Result<Option<LogId>, StoreError> {
+    match store.raft_meta.get(LAST_PURGED)? {
+        Some(v) => Ok(Some(decode::<LogId>(&v)?)),
+        None => Ok(None),
+    }
+}
 
 /// The Raft log store of a node; cloned as its own log reader.
 #[derive(Clone)]
@@ -36,10 +44,7 @@ impl LogStore {
         applied: tokio::sync::watch::Receiver<u64>,
     ) -> Result<Self, StoreError> {
         let dir = store.dir().join(LOG_DIR);
-        let purged = match store.raft_meta.get(LAST_PURGED)? {
-            Some(v) => Some(decode::<LogId>(&v)?.index),
-            None => None,
-        };
+        let purged = last_purged(&store)?.map(|l| l.index);
         let mut wal = Wal::open(&dir, purged)?;
         if let Some((last, _)) = store.raft_log.last()? {
             let last = log_key(&last)?;
@@ -127,7 +132,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.meta(LAST_PURGED)?;
+        let last_purged = last_purged(&self.store).map_err(read_err)?;
         let last = match self.wal.last_index() {
             Some(index) => {
                 let bytes = self.wal.read(index, index + 1).map_err(read_err)?;

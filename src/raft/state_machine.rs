@@ -297,15 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta: Meta = serde_json::from_slice(&saved.meta).map_err(read_err)?;
         // A snapshot older than the log's start cannot bring a follower up to it (the node
         // stopped between installing a newer one and saving it): none, so a new one is built.
-        let purged = match self
-            .store
-            .raft_meta
-            .get(super::log_store::LAST_PURGED)
-            .map_err(read_err)?
-        {
-            Some(v) => Some(crate::storage::codec::decode::<LogId>(&v).map_err(read_err)?),
-            None => None,
-        };
+        let purged = super::log_store::last_purged(&self.store).map_err(read_err)?;
         if purged.map(|p| p.index) > meta.last_log_id.map(|l| l.index) {
             tracing::warn!(
                 snapshot = meta.last_log_id.map_or(0, |l| l.index),
