@@ -242,6 +242,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     if fresh && config.join.is_none() {
         store.set_node_id(id)?;
     }
+    // A node that is its cluster's only voter elects itself in a moment: it serves once it
+    // leads (a first `cluster status` or write then finds the leader), or after 5 s regardless.
+    let alone = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .eq([id]);
+    if alone {
+        let _ = raft
+            .wait(Some(std::time::Duration::from_secs(5)))
+            .current_leader(id, "a single-voter cluster elects itself")
+            .await;
+    }
 
     // Started once nothing above can fail (it keeps the store open); what the state machine
     // held before waits for it. Stopped last at shutdown, after it has written what is held.
