@@ -60,6 +60,9 @@ measure "1 node" 127.0.0.1:7429
 
 AIDE_BIN=$aide AIDE_CLUSTER_DIR="$work/cluster" "$root/scripts/cluster-up.sh" >/dev/null
 measure "3 nodes" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
+# The call alone (HealthService.Check: answered by the node, no Raft, no store): the ceiling the
+# transport sets on this machine in this run, to read the other figures against.
+ops=health measure "3 nodes" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
 # 64 clients sharing 4 connections (HTTP/2 multiplexes their calls), as the agents of one
 # Claude Code session share its MCP server's connection.
 ops=state-set measure "3n 4 conns" 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423 64 --connections 4

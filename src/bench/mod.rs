@@ -20,6 +20,9 @@ pub enum Op {
     MemoryAdd,
     /// MemoryService.Search of a random word.
     MemorySearch,
+    /// HealthService.Check: the call alone, answered by the node without Raft or the store.
+    /// The ceiling of the transport, to set the other figures against in the same run.
+    Health,
 }
 
 /// What to run.
@@ -120,7 +123,7 @@ async fn prepare(cfg: &BenchConfig) -> Result<(), ClientError> {
                 .await?;
             }
         }
-        Op::StateSet | Op::MemoryAdd => {}
+        Op::StateSet | Op::MemoryAdd | Op::Health => {}
     }
     Ok(())
 }
@@ -157,6 +160,9 @@ async fn one(c: &Client, op: Op, r: &mut XorShift, cfg: &BenchConfig) -> Result<
                 ..Default::default()
             })
             .await?;
+        }
+        Op::Health => {
+            c.health(pb::HealthCheckRequest {}).await?;
         }
     }
     Ok(())
