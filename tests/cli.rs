@@ -394,7 +394,7 @@ fn bench_measures_every_operation_against_a_node() {
             "benched",
             "bench",
             "--ops",
-            "state-set,state-get,state-get-stale,memory-add,memory-search",
+            "state-set,state-get,state-get-stale,memory-add,memory-search,health",
             "--clients",
             "4",
             "--keys",
@@ -420,7 +420,8 @@ fn bench_measures_every_operation_against_a_node() {
                 "state-get",
                 "state-get-stale",
                 "memory-add",
-                "memory-search"
+                "memory-search",
+                "health"
             ]
         );
         for r in reports {
