@@ -399,6 +399,74 @@ async fn remove_and_leave_keep_the_data_and_refuse_to_lose_the_quorum() {
     assert!(last.stderr.contains("last voter"), "{}", last.stderr);
 }
 
+/// A fresh node started where a voter was (its data lost, `--no-init` on the voter's address) is
+/// not taken for that voter: it refuses the Raft messages meant for the voter's id, so it never
+/// gets the cluster's log nor answers votes in the voter's name; `cluster status` shows the voter
+/// unreachable and what answers in its place; the two others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let w = client_for(
+        std::slice::from_ref(&c.nodes[leader].addr),
+        "p",
+        ReadMode::Linearizable,
+    );
+    w.state_set(set("before", "1")).await.unwrap();
+    let f = c.follower().await;
+    let (addr, id) = (c.nodes[f].addr.clone(), c.nodes[f].id);
+    c.nodes[f].kill();
+    // An empty directory and no --node-id: the fresh node calls itself node 1.
+    let stranger = common::NodeProc::start_on(&c.dir(9), &addr, &["--no-init"]);
+    assert_ne!(stranger.id, id);
+    w.state_set(set("after", "2")).await.unwrap();
+    // Until the leader's messages for node `id` reach it: refused (said in its log), or taken.
+    let refusal = format!("not node {id}");
+    let stranger_info = client_for(std::slice::from_ref(&addr), "p", ReadMode::Stale);
+    let info = || async {
+        stranger_info
+            .cluster_node_info(aide::grpc::pb::cluster::NodeInfoRequest {})
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stranger.log_text().contains(&refusal) && info().await.last_log_index == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader's messages for node {id} did not arrive:\n{}",
+            stranger.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.state_set(set("later", "3")).await.unwrap();
+    let info = info().await;
+    assert_eq!(
+        (info.last_log_index, info.applied_index),
+        (0, 0),
+        "the fresh node took the cluster's log: {info:?}"
+    );
+    let status = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "status", "--format", "json"],
+    )
+    .json();
+    let row = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(row["reachable"], false, "{status}");
+    assert_eq!(
+        row["state"],
+        format!("node-{}-here", stranger.id),
+        "{status}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_cannot_join_again_empty_and_a_change_that_could_never_commit_is_refused() {
     let mut c = Cluster::start(2, &[]).await;

@@ -127,19 +127,24 @@ impl ClusterService for Cluster {
             if m.node_id == node.id {
                 return me_ref.clone();
             }
-            match node.probe(&m.address).await {
-                Ok(mut s) => {
+            // Another node answering at the member's address is not the member (it refuses
+            // the member's Raft messages): the member is shown unreachable, its state naming
+            // what answers there.
+            let state = match node.probe(&m.address).await {
+                Ok(mut s) if s.node_id == m.node_id => {
                     s.role = m.role.clone();
-                    s
+                    return s;
                 }
-                Err(_) => pb::NodeStatus {
-                    node_id: m.node_id,
-                    address: m.address,
-                    role: m.role,
-                    state: "unknown".to_string(),
-                    reachable: false,
-                    ..Default::default()
-                },
+                Ok(s) => format!("node-{}-here", s.node_id),
+                Err(_) => "unknown".to_string(),
+            };
+            pb::NodeStatus {
+                node_id: m.node_id,
+                address: m.address,
+                role: m.role,
+                state,
+                reachable: false,
+                ..Default::default()
             }
         });
         let mut nodes = futures::future::join_all(probes).await;

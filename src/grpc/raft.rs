@@ -5,21 +5,25 @@ use super::pb::raft::{
     RaftPayload,
 };
 use crate::node::Node;
-use crate::raft::network::MAX_MESSAGE_BYTES;
+use crate::raft::network::{MAX_MESSAGE_BYTES, TARGET};
 use crate::storage::codec::{decode, encode};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The Raft transport service of `node`.
 pub fn service(node: Arc<Node>) -> RaftServiceServer<Transport> {
-    RaftServiceServer::new(Transport { node })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    RaftServiceServer::new(Transport {
+        node,
+        warned: Throttle::default(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The handlers.
 pub struct Transport {
     node: Arc<Node>,
+    warned: Throttle,
 }
 
 fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -28,14 +32,63 @@ fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<
 }
 
 impl Transport {
-    /// Refuses traffic from a peer this node is cut off from by a failpoint.
-    fn admit(&self, from: Option<crate::raft::NodeId>) -> Result<(), Status> {
+    /// Refuses a message meant for another node (see [`TARGET`]), and traffic from a peer this
+    /// node is cut off from by a failpoint.
+    fn admit(&self, target: Option<u64>, from: Option<crate::raft::NodeId>) -> Result<(), Status> {
+        let me = self.node.id;
+        if let Some(target) = target.filter(|&t| t != me) {
+            let refusal = format!(
+                "this is node {me} at {}, not node {target}: the cluster lists node {target} at \
+                 this address, but that node's data is not here (a node started empty in its \
+                 place, or another node's address given to it); remove node {target} with \
+                 `aide cluster remove {target}` and join this one, or start node {target} here \
+                 with its own data directory",
+                self.node.addr
+            );
+            if self.warned.should_warn() {
+                tracing::warn!(
+                    node = me,
+                    target,
+                    "refusing Raft messages for another node: {refusal}"
+                );
+            }
+            return Err(Status::failed_precondition(refusal));
+        }
         match from {
             Some(id) if crate::raft::network::isolated_from(&self.node.isolation, id) => Err(
                 Status::unavailable(format!("node {id} is cut off by a failpoint")),
             ),
             _ => Ok(()),
         }
+    }
+}
+
+/// The node a message names as its target, when it names one.
+fn target<T>(req: &Request<T>) -> Result<Option<u64>, Status> {
+    match req.metadata().get(TARGET) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument(format!("{TARGET} is not a node id"))),
+    }
+}
+
+/// At most one warning every ten seconds (the sender retries every half second or so).
+#[derive(Default)]
+struct Throttle(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl Throttle {
+    fn should_warn(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(10)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 }
 
@@ -51,15 +104,17 @@ impl RaftService for Transport {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let to = target(&req)?;
         let req: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = payload(req)?;
-        self.admit(req.vote.leader_id().voted_for())?;
+        self.admit(to, req.vote.leader_id().voted_for())?;
         let result = self.node.raft.append_entries(req).await;
         reply(&result)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let to = target(&req)?;
         let req: openraft::raft::VoteRequest<crate::raft::NodeId> = payload(req)?;
-        self.admit(req.vote.leader_id().voted_for())?;
+        self.admit(to, req.vote.leader_id().voted_for())?;
         let result = self.node.raft.vote(req).await;
         reply(&result)
     }
@@ -68,8 +123,9 @@ impl RaftService for Transport {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let to = target(&req)?;
         let req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = payload(req)?;
-        self.admit(req.vote.leader_id().voted_for())?;
+        self.admit(to, req.vote.leader_id().voted_for())?;
         let result = self.node.raft.install_snapshot(req).await;
         reply(&result)
     }

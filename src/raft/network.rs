@@ -23,6 +23,11 @@ use tonic::transport::{Channel, Endpoint};
 /// The largest Raft message a node accepts or sends: snapshot chunks and entry batches fit in it.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The metadata that names the node a Raft message is for: a node refuses messages for another
+/// id, so that a process answering at a member's address (the member's data lost and a fresh
+/// node started there, or two members' addresses swapped) is never taken for that member.
+pub const TARGET: &str = "x-aide-raft-target";
+
 /// The peers a node is cut off from by a failpoint (`aide serve --failpoints`, for fault
 /// injection): it sends them no Raft traffic, and unless the cut is one-way, accepts none of theirs.
 pub type Isolation = std::sync::Arc<std::sync::RwLock<Cut>>;
@@ -166,6 +171,9 @@ impl Peer {
             }
         };
         let mut request = tonic::Request::new(RaftPayload { data: encode(req) });
+        request
+            .metadata_mut()
+            .insert(TARGET, tonic::metadata::MetadataValue::from(self.target));
         crate::auth::as_node(&self.network.store, &mut request);
         request.set_timeout(option.hard_ttl());
         let response = match rpc {
@@ -187,12 +195,14 @@ impl Peer {
     }
 }
 
-/// What openraft is told of a call the peer refused (an unavailable peer is unreachable: openraft
-/// backs off from it).
+/// What openraft is told of a call the peer refused (an unavailable peer, or another node at
+/// the peer's address, is unreachable: openraft backs off from it).
 fn refused<E: std::error::Error>(status: tonic::Status) -> RpcError<E> {
     let e = TransportError(format!("{}: {}", status.code(), status.message()));
     match status.code() {
-        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
+        tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         _ => RPCError::Network(NetworkError::new(&e)),
     }
 }
