@@ -63,6 +63,38 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// Refuses to vote while this node has no membership: it was never given a cluster's log
+    /// (a node joins as a learner and gets the log before it becomes a voter), so a vote request
+    /// reaching it means it stands for a voter whose data it lacks: that voter's data lost and
+    /// the node started empty under its id. Its vote could elect, with a member that missed
+    /// the last writes, a leader without them, and acknowledged writes would be lost. Once a
+    /// leader has sent it the log it votes again.
+    fn may_vote(&self) -> Result<(), Status> {
+        let empty = {
+            let m = self.node.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_none()
+        };
+        if !empty {
+            return Ok(());
+        }
+        let me = self.node.id;
+        let refusal = format!(
+            "node {me} cannot vote: it has no log yet (it was started empty in place of a \
+             voter); it votes once a leader has sent it the log"
+        );
+        if self.warned.should_warn() {
+            tracing::warn!(node = me, "refusing a vote request: {refusal}");
+        }
+        Err(Status::failed_precondition(refusal))
+    }
+}
+
 /// The node a message names as its target, when it names one.
 fn target<T>(req: &Request<T>) -> Result<Option<u64>, Status> {
     match req.metadata().get(TARGET) {
@@ -115,6 +147,7 @@ impl RaftService for Transport {
         let to = target(&req)?;
         let req: openraft::raft::VoteRequest<crate::raft::NodeId> = payload(req)?;
         self.admit(to, req.vote.leader_id().voted_for())?;
+        self.may_vote()?;
         let result = self.node.raft.vote(req).await;
         reply(&result)
     }
