@@ -46,6 +46,18 @@ async fn leading_term(c: &Cluster, i: usize) -> Option<u64> {
     (status.state == "leader").then_some(status.term)
 }
 
+/// A node that leads, and its term, as that node reports them.
+async fn leader_and_term(c: &mut Cluster) -> (usize, u64) {
+    let deadline = Instant::now() + common::cluster::SETTLE;
+    loop {
+        let l = c.leader().await;
+        if let Some(term) = leading_term(c, l).await {
+            return (l, term);
+        }
+        assert!(Instant::now() < deadline, "no node kept leading");
+    }
+}
+
 /// Adds a fourth node, waits until it is a voter with every entry up to `last`, checks that
 /// it caught up by a snapshot, and returns its position.
 async fn join_by_snapshot(c: &mut Cluster, last: u64) -> usize {
@@ -424,7 +436,8 @@ async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
         ReadMode::Linearizable,
     );
     w.state_set(set("before", "1")).await.unwrap();
-    let f = c.follower().await;
+    // A follower other than node 1 (which the fresh node below will call itself).
+    let f = (0..3).find(|&i| i != leader && c.nodes[i].id != 1).unwrap();
     let (addr, id) = (c.nodes[f].addr.clone(), c.nodes[f].id);
     c.nodes[f].kill();
     // An empty directory and no --node-id: the fresh node calls itself node 1.
@@ -687,12 +700,12 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
     let mut c = Cluster::start(3, &["--failpoints", "--landing-delay-ms", "30"]).await;
-    let l = c.leader().await;
-    let w = c.client(l, "p", ReadMode::Stale);
-    let channel = aide::raft::network::channel(&c.nodes[l].addr).unwrap();
-    let mut cluster = ClusterServiceClient::new(channel.clone());
-    let term = leading_term(&c, l).await;
+    let (mut l, mut term) = leader_and_term(&mut c).await;
+    let mut w = c.client(l, "p", ReadMode::Stale);
+    let mut channel = aide::raft::network::channel(&c.nodes[l].addr).unwrap();
+    let mut checked = 0;
     for i in 0..20 {
+        let mut cluster = ClusterServiceClient::new(channel.clone());
         w.state_set(set("seen", &i.to_string())).await.unwrap();
         // The node's status does not claim an index as applied before reads could see it.
         let status = cluster.status(StatusRequest::default()).await.unwrap();
@@ -700,10 +713,13 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
         let own = status.get_ref().nodes.iter().find(|n| n.state == "leader");
         let own = own.map(|n| (n.node_id, n.applied_index));
         let seen = value_at(&w, "seen").await;
-        if leading_term(&c, l).await != term {
-            // An election on a slow machine: another node answered (the premise is gone).
-            eprintln!("node {} stopped leading at write {i}", c.nodes[l].id);
-            break;
+        if leading_term(&c, l).await != Some(term) {
+            // An election on a slow machine: another node may have answered this write (the
+            // premise is gone). The next writes go to the new leader.
+            (l, term) = leader_and_term(&mut c).await;
+            w = c.client(l, "p", ReadMode::Stale);
+            channel = aide::raft::network::channel(&c.nodes[l].addr).unwrap();
+            continue;
         }
         let (id, own) = own.expect("the leader reports itself");
         assert_eq!(id, c.nodes[l].id);
@@ -717,7 +733,12 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
             Some(i.to_string()),
             "a stale read at the leader right after its answer to write {i}"
         );
+        checked += 1;
     }
+    assert!(
+        checked >= 10,
+        "only {checked} of 20 writes checked: the leadership kept moving"
+    );
     // Likewise a watch that begins right after an answer does not report that change as new.
     let mut swarm = swarm_service_client::SwarmServiceClient::new(channel);
     w.state_set(set("watched", "before")).await.unwrap();
@@ -746,25 +767,26 @@ async fn a_stale_read_at_the_leader_sees_every_write_it_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_have_the_changes_they_need_written_at_once() {
     let mut c = Cluster::start(3, &["--failpoints", "--landing-hold-ms", "600000"]).await;
-    let l = c.leader().await;
-    let f = c.follower().await;
+    let (l, term) = leader_and_term(&mut c).await;
+    let f = (0..3).find(|&i| i != l).unwrap();
     let w = c.client(l, "p", ReadMode::Stale);
     let lin = c.client(f, "p", ReadMode::Linearizable);
     // A reader at the follower that asks for an index far ahead (it waits, then fails) does
     // not keep the others' entries from being written at once.
     let far = c.client_at_index(f, "p", u64::MAX / 2);
     let waiting = tokio::spawn(async move { far.state_get(get("held")).await });
-    let term = leading_term(&c, l).await;
+    let mut checked = 0;
     for i in 0..5 {
         w.state_set(set("held", &i.to_string())).await.unwrap();
         let seen = value_at(&w, "held").await;
         // Unless an election on a slow machine had another node answer the write.
-        if leading_term(&c, l).await == term {
+        if leading_term(&c, l).await == Some(term) {
             assert_eq!(
                 seen,
                 Some(i.to_string()),
                 "a stale read at the leader after write {i}"
             );
+            checked += 1;
         }
         let at_follower = c.client_at_index(f, "p", w.last_index());
         assert_eq!(
@@ -781,6 +803,10 @@ async fn reads_have_the_changes_they_need_written_at_once() {
     );
     let err = waiting.await.unwrap().unwrap_err();
     assert_eq!(err.code, tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        checked >= 3,
+        "only {checked} of 5 reads at the leader checked"
+    );
 }
 
 /// The TCP connections on this machine (any state, TIME_WAIT included) with an end on `port`

@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status};
 pub fn service(node: Arc<Node>) -> RaftServiceServer<Transport> {
     RaftServiceServer::new(Transport {
         node,
-        warned: Throttle::default(),
+        misaddressed: Throttle::default(),
+        unvoting: Throttle::default(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -23,7 +24,10 @@ pub fn service(node: Arc<Node>) -> RaftServiceServer<Transport> {
 /// The handlers.
 pub struct Transport {
     node: Arc<Node>,
-    warned: Throttle,
+    /// Warnings of messages refused for another node id.
+    misaddressed: Throttle,
+    /// Warnings of vote requests refused for lack of a log.
+    unvoting: Throttle,
 }
 
 fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -45,7 +49,7 @@ impl Transport {
                  with its own data directory",
                 self.node.addr
             );
-            if self.warned.should_warn() {
+            if self.misaddressed.should_warn() {
                 tracing::warn!(
                     node = me,
                     target,
@@ -68,8 +72,10 @@ impl Transport {
     /// (a node joins as a learner and gets the log before it becomes a voter), so a vote request
     /// reaching it means it stands for a voter whose data it lacks: that voter's data lost and
     /// the node started empty under its id. Its vote could elect, with a member that missed
-    /// the last writes, a leader without them, and acknowledged writes would be lost. Once a
-    /// leader has sent it the log it votes again.
+    /// the last writes, a leader without them, and acknowledged writes would be lost. It votes
+    /// again from the first entries (or snapshot) a leader sends it, which carry a membership:
+    /// a leader lost while it is still catching up after that can still cost such writes (the
+    /// safe way back for a voter whose data is lost stays `aide cluster remove`, then join).
     fn may_vote(&self) -> Result<(), Status> {
         let empty = {
             let m = self.node.raft.metrics();
@@ -88,7 +94,7 @@ impl Transport {
             "node {me} cannot vote: it has no log yet (it was started empty in place of a \
              voter); it votes once a leader has sent it the log"
         );
-        if self.warned.should_warn() {
+        if self.unvoting.should_warn() {
             tracing::warn!(node = me, "refusing a vote request: {refusal}");
         }
         Err(Status::failed_precondition(refusal))
