@@ -491,6 +491,38 @@ async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
     );
 }
 
+/// A voter whose data was lost, started again empty under its own id while the leader runs, is
+/// brought back by the leader (its log went back to nothing; the leader searches it again and
+/// sends it the state) and has every write; the cluster takes writes throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_started_again_empty_catches_up_from_the_leader() {
+    let mut c = Cluster::start(3, &["--snapshot-every", "20"]).await;
+    let w = client_for(&c.addrs(), "p", ReadMode::Linearizable);
+    for i in 0..30 {
+        w.state_set(set(&format!("k{i}"), "before")).await.unwrap();
+    }
+    let leader = c.leader().await;
+    let wiped = (0..3).find(|&i| i != leader).unwrap();
+    c.nodes[wiped].kill();
+    std::fs::remove_dir_all(&c.nodes[wiped].dir).unwrap();
+    let id = c.nodes[wiped].id.to_string();
+    let addr = c.nodes[wiped].addr.clone();
+    let dir = c.nodes[wiped].dir.clone();
+    c.nodes[wiped] = common::NodeProc::start_on(
+        &dir,
+        &addr,
+        &["--snapshot-every", "20", "--no-init", "--node-id", &id],
+    );
+    for i in 0..10 {
+        w.state_set(set(&format!("k{i}"), "after")).await.unwrap();
+    }
+    c.wait_applied(w.last_index()).await;
+    let at_wiped = c.client(wiped, "p", ReadMode::Stale);
+    assert_eq!(value_at(&at_wiped, "k0").await.as_deref(), Some("after"));
+    assert_eq!(value_at(&at_wiped, "k29").await.as_deref(), Some("before"));
+    w.state_set(set("still", "writing")).await.unwrap();
+}
+
 /// A voter whose data was lost, started again empty under its own id (`--no-init --node-id N`),
 /// does not vote before a leader has given it the log: with its vote, a member that missed the
 /// last write would be elected without it, and that acknowledged write would be lost.
