@@ -227,7 +227,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         .is_initialized()
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized && fresh && config.init && config.join.is_none() {
+    let initializing = !initialized && fresh && config.init && config.join.is_none();
+    if initializing {
         let members = BTreeMap::from([(
             id,
             BasicNode {
@@ -244,13 +245,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
     // A node that is its cluster's only voter elects itself in a moment: it serves once it
     // leads (a first `cluster status` or write then finds the leader), or after 5 s regardless.
-    let alone = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .eq([id]);
+    // (Just initialized, it is alone even if the metrics do not show its membership yet.)
+    let alone = initializing
+        || raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .eq([id]);
     if alone {
         let _ = raft
             .wait(Some(std::time::Duration::from_secs(5)))
