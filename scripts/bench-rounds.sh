@@ -5,7 +5,9 @@
 # writes/s, writes per Raft entry (the leader's last log index before and after), the CPU time
 # per write of each node and of `aide bench` (from /proc), and the machine's idle share over
 # the run (from /proc/stat). TMPDIR=/dev/shm puts the cluster on tmpfs (no disk waits).
-# BENCH_FLAGS adds flags to the measured run (such as "--connections 4").
+# BENCH_FLAGS adds flags to the measured run (such as "--connections 4"); BENCH_OP measures
+# another operation (such as health: CPU per call of the call alone), BENCH_REMOTE other
+# endpoints (such as 127.0.0.1:7421 alone: every call on the node that leads after start).
 # Usage: scripts/bench-rounds.sh [RUNS] (default 1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +15,8 @@ aide=${AIDE_BIN:-$root/target/release/aide}
 runs=${1:-1}
 [ -x "$aide" ] || (cd "$root" && cargo build --release --quiet)
 remote=127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423
+op=${BENCH_OP:-state-set}
+target=${BENCH_REMOTE:-$remote}
 ticks=$(getconf CLK_TCK)
 work=$(mktemp -d)
 export AIDE_BIN=$aide AIDE_CLUSTER_DIR=$work/cluster
@@ -34,12 +38,12 @@ last_index() {
 for run in $(seq 1 "$runs"); do
   rm -rf "$AIDE_CLUSTER_DIR"
   "$root/scripts/cluster-up.sh" >/dev/null
-  "$aide" --remote "$remote" bench --ops state-set --clients 64 --duration 2s --warmup 0s >/dev/null
+  "$aide" --remote "$target" --project rounds bench --ops "$op" --clients 64 --duration 2s --warmup 0s >/dev/null
   first=$(last_index)
   read -r -a before <<<"$(node_ticks)"
   cpu_before=$(head -1 /proc/stat)
   TIMEFORMAT='%U %S'
-  { time "$aide" --remote "$remote" bench --ops state-set --clients 64 --duration 5s --warmup 0s ${BENCH_FLAGS:-} >"$work/out"; } 2>"$work/time"
+  { time "$aide" --remote "$target" --project rounds bench --ops "$op" --clients 64 --duration 5s --warmup 0s --prepared ${BENCH_FLAGS:-} >"$work/out"; } 2>"$work/time"
   cpu_after=$(head -1 /proc/stat)
   read -r -a after <<<"$(node_ticks)"
   last=$(last_index)
@@ -51,9 +55,12 @@ for run in $(seq 1 "$runs"); do
   idle=$(printf '%s\n%s\n' "$cpu_before" "$cpu_after" | awk '
     { t = 0; for (i = 2; i <= 9; i++) t += $i; total[NR] = t; idle[NR] = $5 }
     END { printf "%.0f", 100 * (idle[2] - idle[1]) / (total[2] - total[1]) }')
+  # Writes for state set and memory add, else calls; per Raft entry only when entries were made.
+  case $op in state-set | memory-add) what=write ;; *) what=call ;; esac
   awk -v r="$run" -v o="$(awk '{print $4}' "$work/out")" -v w="$writes" -v e=$((last - first)) \
-    -v t="$ticks" -v u="$user" -v s="$sys" -v i="$idle" \
+    -v t="$ticks" -v u="$user" -v s="$sys" -v i="$idle" -v what="$what" \
     -v n1=$((after[0] - before[0])) -v n2=$((after[1] - before[1])) -v n3=$((after[2] - before[2])) 'BEGIN {
-      printf "run %s: %s writes/s, %.1f writes per entry, CPU per write: node1 %.0f us, node2 %.0f us, node3 %.0f us, bench %.0f us; machine idle %s%%\n",
-        r, o, w / e, n1 / t * 1e6 / w, n2 / t * 1e6 / w, n3 / t * 1e6 / w, (u + s) * 1e6 / w, i }'
+      per_entry = e > 0 ? sprintf(", %.1f %ss per entry", w / e, what) : ""
+      printf "run %s: %s %ss/s%s, CPU per %s: node1 %.0f us, node2 %.0f us, node3 %.0f us, bench %.0f us; machine idle %s%%\n",
+        r, o, what, per_entry, what, n1 / t * 1e6 / w, n2 / t * 1e6 / w, n3 / t * 1e6 / w, (u + s) * 1e6 / w, i }'
 done

@@ -65,9 +65,7 @@ impl Transport {
             _ => Ok(()),
         }
     }
-}
 
-impl Transport {
     /// Refuses to vote while this node has no membership: it was never given a cluster's log
     /// (a node joins as a learner and gets the log before it becomes a voter), so a vote request
     /// reaching it means it stands for a voter whose data it lacks: that voter's data lost and
