@@ -422,6 +422,78 @@ async fn remove_and_leave_keep_the_data_and_refuse_to_lose_the_quorum() {
     assert!(last.stderr.contains("last voter"), "{}", last.stderr);
 }
 
+/// A removed node stops, whether it learns of its removal at once or runs again later with its
+/// old data; its data directory cannot serve again; and its id is never given to a new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_stops_and_its_id_is_not_given_again() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let at_leader = c.nodes[leader].addr.clone();
+    let w = client_for(
+        std::slice::from_ref(&at_leader),
+        "p",
+        ReadMode::Linearizable,
+    );
+    w.state_set(set("kept", "1")).await.unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (down, up) = (followers[0], followers[1]);
+    let (down_id, up_id) = (c.nodes[down].id, c.nodes[up].id);
+
+    // Removed while it was down: started again with its old data, it campaigns, the members
+    // refuse it as removed, and it stops by itself instead of serving what it had.
+    c.nodes[down].kill();
+    let removed = cli(&at_leader, &["cluster", "remove", &down_id.to_string()]);
+    assert!(removed.ok, "{}", removed.stderr);
+    c.nodes[down].restart();
+    assert!(
+        c.nodes[down].wait_exit(Duration::from_secs(20)),
+        "a removed node started again kept running; its log:\n{}",
+        c.nodes[down].log_text()
+    );
+    assert!(
+        c.nodes[down]
+            .log_text()
+            .contains("was removed from the cluster"),
+        "{}",
+        c.nodes[down].log_text()
+    );
+
+    // Removed while it runs: it stops too, and its data directory refuses to serve again.
+    let removed = cli(&at_leader, &["cluster", "remove", &up_id.to_string()]);
+    assert!(removed.ok, "{}", removed.stderr);
+    assert!(
+        c.nodes[up].wait_exit(Duration::from_secs(20)),
+        "a removed node kept running; its log:\n{}",
+        c.nodes[up].log_text()
+    );
+    let again = c.nodes[up].try_restart();
+    assert!(
+        again.is_err(),
+        "a removed node's data directory served again"
+    );
+    assert!(
+        c.nodes[up].log_text().contains("removed from its cluster"),
+        "{}",
+        c.nodes[up].log_text()
+    );
+
+    // A new node gets an id no node had, and asking for a removed one is refused with a free one.
+    let reuse = common::NodeProc::start(&c.dir(9), &["--no-init", "--node-id", &up_id.to_string()]);
+    let refused = cli(&at_leader, &["cluster", "join", &reuse.addr]);
+    assert!(!refused.ok, "a removed node's id was given again");
+    assert!(refused.stderr.contains("removed"), "{}", refused.stderr);
+    drop(reuse);
+    let added = c.add_node().await;
+    let new_id = c.nodes[added].id;
+    assert!(
+        ![c.nodes[leader].id, down_id, up_id].contains(&new_id),
+        "the new node got id {new_id}, which a node had before"
+    );
+    c.wait_voters(2).await;
+    let r = c.client(added, "p", ReadMode::Linearizable);
+    assert_eq!(value_at(&r, "kept").await.as_deref(), Some("1"));
+}
+
 /// A fresh node started where a voter was (its data lost, `--no-init` on the voter's address) is
 /// not taken for that voter: it refuses the Raft messages meant for the voter's id, so it never
 /// gets the cluster's log nor answers votes in the voter's name; `cluster status` shows the voter

@@ -52,8 +52,8 @@ fn status_json(n: &NodeStatus) -> Value {
     })
 }
 
-/// The id the node at `addr` runs with, checked against the members `c` knows of.
-async fn new_node_id(addr: &str, c: &Client) -> Result<u64, CliError> {
+/// The id the node at `addr` runs with.
+async fn new_node_id(addr: &str) -> Result<u64, CliError> {
     let newcomer = Client::new(crate::client::ClientConfig {
         endpoints: vec![addr.to_string()],
         timeout: std::time::Duration::from_secs(5),
@@ -67,20 +67,8 @@ async fn new_node_id(addr: &str, c: &Client) -> Result<u64, CliError> {
                 "cannot reach the new node at {addr} ({e}); start it first with `aide serve --no-init --listen {addr}`"
             ))
         })?;
-    let id = info.status.map_or(0, |s| s.node_id);
-    let members = c.cluster_members(pb::MembersRequest {}).await?.members;
-    if let Some(m) = members
-        .iter()
-        .find(|m| m.node_id == id && m.address != addr)
-    {
-        let free = members.iter().map(|m| m.node_id).max().unwrap_or(0) + 1;
-        return Err(CliError::Failed(format!(
-            "the node at {addr} runs as node {id}, but node {id} is already the member at {}; \
-             restart it on an empty data directory with `--no-init --node-id {free}`",
-            m.address
-        )));
-    }
-    Ok(id)
+    // The leader refuses an id that is taken (or was a removed node's), naming a free one.
+    Ok(info.status.map_or(0, |s| s.node_id))
 }
 
 pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliError> {
@@ -95,7 +83,7 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
         ClusterCmd::Join { addr, node_id } => {
             let node_id = match node_id {
                 Some(id) => id,
-                None => new_node_id(&addr, c).await?,
+                None => new_node_id(&addr).await?,
             };
             // Run again for a node that has joined since: nothing to do (the leader refuses a
             // voter's address, as a node that lost its data must not come back under its id).

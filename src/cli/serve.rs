@@ -176,8 +176,12 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             running.node.addr,
             config.data_dir.display()
         );
-        wait_for_signal().await;
-        tracing::info!("stopping");
+        tokio::select! {
+            _ = wait_for_signal() => tracing::info!("stopping"),
+            why = running.removed() => {
+                eprintln!("aide node {}: {why}; stopping (its data directory cannot serve again)", running.node.id);
+            }
+        }
         running.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -16,6 +16,7 @@ pub fn service(node: Arc<Node>) -> RaftServiceServer<Transport> {
         node,
         misaddressed: Throttle::default(),
         unvoting: Throttle::default(),
+        removed: Throttle::default(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -28,6 +29,8 @@ pub struct Transport {
     misaddressed: Throttle,
     /// Warnings of vote requests refused for lack of a log.
     unvoting: Throttle,
+    /// Warnings of messages refused from removed nodes.
+    removed: Throttle,
 }
 
 fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -62,6 +65,22 @@ impl Transport {
             Some(id) if crate::raft::network::isolated_from(&self.node.isolation, id) => Err(
                 Status::unavailable(format!("node {id} is cut off by a failpoint")),
             ),
+            Some(id) if self.node.was_removed(id) => {
+                let refusal = format!(
+                    "node {id} was removed from the cluster, and a removed node takes no part \
+                     again (its data stops at its removal; ids are not given again): to add \
+                     its machine back, start it on an empty data directory with --join"
+                );
+                if self.removed.should_warn() {
+                    tracing::warn!(node = me, from = id, "refusing Raft messages: {refusal}");
+                }
+                let mut status = Status::failed_precondition(refusal);
+                status.metadata_mut().insert(
+                    crate::raft::network::REMOVED,
+                    tonic::metadata::MetadataValue::from(id),
+                );
+                Err(status)
+            }
             _ => Ok(()),
         }
     }

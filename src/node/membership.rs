@@ -89,16 +89,39 @@ impl Node {
                 m.node_id
             )));
         }
+        // Ids are never given twice: a removed node's id stays its own, so that its messages,
+        // should it run again, are told apart from a new node's (and refused).
+        let removed = self
+            .removed_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let free = current
+            .iter()
+            .map(|m| m.node_id)
+            .chain(removed.iter().copied())
+            .max()
+            .unwrap_or(0)
+            + 1;
         let id = if asked != 0 {
             if let Some(m) = current.iter().find(|m| m.node_id == asked) {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "node id {asked} is already a member at {}; pick another id or remove it first",
+                    "node id {asked} is already the member at {}; start the new node on an \
+                     empty data directory with `--no-init --node-id {free}` (or with --join, \
+                     which picks its id)",
                     m.address
+                )));
+            }
+            if removed.contains(&asked) {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node id {asked} belonged to a node removed from this cluster, and ids are \
+                     not given again; start the new node on an empty data directory with \
+                     `--no-init --node-id {free}` (or with --join, which picks its id)"
                 )));
             }
             asked
         } else {
-            current.iter().map(|m| m.node_id).max().unwrap_or(0) + 1
+            free
         };
         self.raft
             .add_learner(
@@ -119,8 +142,21 @@ impl Node {
     }
 
     /// Removes node `id`, refusing when the voters left could not reach a quorum; returns the
-    /// members once the change is committed.
+    /// members once the change is committed. A node that removed itself stops (see
+    /// [`crate::node::RunningNode::removed`]).
     pub async fn remove(&self, id: NodeId) -> Result<Vec<pb::Member>, NodeError> {
+        let members = self.remove_member(id).await?;
+        if id == self.id {
+            crate::raft::network::announce_removal(
+                &self.store,
+                &self.removal,
+                format!("node {id} left the cluster"),
+            );
+        }
+        Ok(members)
+    }
+
+    async fn remove_member(&self, id: NodeId) -> Result<Vec<pb::Member>, NodeError> {
         if let Some(leader) = self.leader_elsewhere()? {
             let r = self
                 .cluster_client(&leader)?
@@ -147,8 +183,8 @@ impl Node {
         let quorum = voters.len() / 2 + 1;
         if reachable.len() < quorum {
             return Err(NodeError::FailedPrecondition(format!(
-                "removing node {id} must be agreed by {quorum} of the {} voters, but only {} \
-                 are reachable ({}), so the change could never commit; bring the unreachable \
+                "removing node {id} must be agreed by {quorum} of the {} voters, but only {} of \
+                 them can be reached ({}), so the change could never commit; bring the unreachable \
                  voters back first",
                 voters.len(),
                 reachable.len(),
@@ -174,7 +210,7 @@ impl Node {
             let quorum = remaining.len() / 2 + 1;
             if left < quorum {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "removing node {id} would leave {} voters of which only {left} are reachable, \
+                    "removing node {id} would leave {} voters of which only {left} can be reached, \
                      and a quorum needs {quorum}; bring the unreachable nodes back (or remove them) first",
                     remaining.len()
                 )));

@@ -69,6 +69,10 @@ pub struct Node {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Whether the node serves TLS (node-to-node calls then need a certificate).
     pub tls: bool,
+    /// The ids of the nodes removed from the cluster (as applied here).
+    pub(crate) removed_ids: crate::raft::state_machine::RemovedIds,
+    /// Where this node says that it was removed itself.
+    pub(crate) removal: crate::raft::network::Removal,
 }
 
 impl Node {
@@ -94,6 +98,24 @@ impl Node {
         let mut req = tonic::Request::new(message);
         crate::auth::as_node(&self.store, &mut req);
         req
+    }
+
+    /// Whether node `id` was removed from the cluster (and is not a member now).
+    pub fn was_removed(&self, id: NodeId) -> bool {
+        let removed = self
+            .removed_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id);
+        removed
+            && self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_none()
     }
 
     /// The current leader's id and address, if one is known.

@@ -112,6 +112,8 @@ pub struct RunningNode {
     /// Writes applied changes to the store behind the state machine.
     lander: JoinHandle<()>,
     closing: watch::Sender<bool>,
+    /// Why this node was removed from the cluster, once it knows.
+    removed: watch::Receiver<Option<String>>,
 }
 
 /// Starts a node.
@@ -147,6 +149,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     };
     // The store is opened once the address is known to be good: bad flags change nothing on disk.
     let mut store = Store::open(&config.data_dir)?;
+    if let Some(why) = store.removed_mark()? {
+        return Err(StartError::Config(format!(
+            "the data directory {} belongs to a node that was removed from its cluster ({why}); \
+             it cannot serve again: to add this machine to the cluster again, start it on an \
+             empty data directory with --join (it gets a new id), or use another --data-dir",
+            config.data_dir.display()
+        )));
+    }
     let (applied, membership) = stored_applied(&store)?;
     let applied = applied.map_or(0, |l| l.index);
     check_durable(&store, applied)?;
@@ -183,6 +193,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         // The cluster knows this node by its id from now on.
         store.set_node_id(id)?;
     }
+    if let (false, Some(target)) = (fresh, &config.join) {
+        tracing::info!(
+            node = id,
+            through = %target,
+            "--join is ignored: this data directory already belongs to node {id}, which comes \
+             back as the member it was"
+        );
+    }
 
     let (events, _) = broadcast::channel(4096);
     let answered = Arc::new(std::sync::atomic::AtomicU64::new(applied));
@@ -194,7 +212,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         answered: answered.clone(),
         landing_failed: landing_failed.clone(),
         keys: store.keys.clone(),
+        removed: Arc::new(std::sync::RwLock::new(
+            crate::raft::state_machine::stored_removed(&store)?,
+        )),
     };
+    let removed_ids = followers.removed.clone();
+    let (removal, removed_rx) = watch::channel(None::<String>);
+    let removal = Arc::new(removal);
     let landing = Arc::new(crate::raft::landing::Landing::new(
         config.landing_hold,
         config.landing_delay,
@@ -215,6 +239,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             isolation: isolation.clone(),
             store: store.clone(),
             channels: channels.clone(),
+            removal: removal.clone(),
         },
         log,
         StateMachine::new(store.clone(), followers, landing.clone())
@@ -294,6 +319,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         isolation,
         audit: Arc::new(crate::audit::AuditLog::new(&config.data_dir)),
         tls: tls.is_some(),
+        removed_ids,
+        removal,
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
@@ -327,6 +354,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };
+    let removed = removed_rx;
     background.extend([
         tokio::spawn(expiry::run(node.clone())),
         tokio::spawn(membership::promote_learners(node.clone())),
@@ -342,6 +370,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         background,
         lander,
         closing,
+        removed,
     })
 }
 
@@ -463,6 +492,18 @@ fn is_certificate_error(s: &tonic::Status) -> bool {
 }
 
 impl RunningNode {
+    /// Waits until this node learns that it was removed from the cluster (by its own `cluster
+    /// leave`, or from a member that refuses its Raft messages); returns why. Its data directory
+    /// says so by then, and the node should stop: it would serve data that stopped at its removal.
+    pub async fn removed(&self) -> String {
+        let mut rx = self.removed.clone();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        why
+    }
+
     /// Stops serving, stops Raft, commits the search index and flushes the store.
     pub async fn shutdown(self) {
         let _ = self.closing.send(true);

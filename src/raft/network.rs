@@ -65,6 +65,27 @@ pub struct Network {
     /// The node's store: where the node secret its calls carry is kept.
     pub store: crate::storage::Store,
     pub channels: Channels,
+    /// Set, with the reason, once this node learns it was removed from the cluster.
+    pub removal: Removal,
+}
+
+/// Where a node learns that it was removed from the cluster: see [`announce_removal`].
+pub type Removal = Arc<tokio::sync::watch::Sender<Option<String>>>;
+
+/// The metadata of a refusal that says the sender was removed from the cluster.
+pub const REMOVED: &str = "x-aide-removed";
+
+/// Records in `store`'s data directory that this node was removed, and `why`, then tells
+/// whoever waits on `removal` (the first time only): the node stops and does not serve again.
+pub fn announce_removal(store: &crate::storage::Store, removal: &Removal, why: String) {
+    if removal.borrow().is_some() {
+        return;
+    }
+    tracing::error!("{why}; this node stops");
+    if let Err(e) = store.mark_removed(&why) {
+        tracing::error!(error = %e, "could not record the removal in the data directory");
+    }
+    removal.send_replace(Some(why));
 }
 
 /// Which of a peer's two connections a call takes.
@@ -181,6 +202,19 @@ impl Peer {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
+        if let Err(status) = &response {
+            if status.metadata().get(REMOVED).is_some() {
+                announce_removal(
+                    &self.network.store,
+                    &self.network.removal,
+                    format!(
+                        "node {} refuses this node: {}",
+                        self.target,
+                        status.message()
+                    ),
+                );
+            }
+        }
         let payload = response?.into_inner();
         Ok(
             match decode::<Result<Resp, RaftError<NodeId, E>>>(&payload.data) {

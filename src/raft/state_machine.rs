@@ -29,6 +29,19 @@ use tokio::sync::{broadcast, watch};
 
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
+/// The ids of the nodes removed from the cluster: they are not given to a new node again, and
+/// their Raft messages are refused (which is how a removed node that is still running learns).
+const REMOVED: &str = "removed";
+
+/// The ids of the nodes removed from the cluster, as far as this node has applied.
+pub type RemovedIds = Arc<std::sync::RwLock<std::collections::BTreeSet<u64>>>;
+
+/// The removed ids stored in the `state` tree.
+pub fn stored_removed(
+    store: &Store,
+) -> Result<std::collections::BTreeSet<u64>, crate::storage::StoreError> {
+    Ok(records::get(&store.state, &keys::meta(REMOVED))?.unwrap_or_default())
+}
 
 type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
@@ -46,6 +59,8 @@ pub struct Followers {
     pub landing_failed: Arc<AtomicBool>,
     /// The store's memory of whether keys are on ([`Store::keys`]).
     pub keys: Arc<crate::storage::KeysMemo>,
+    /// The ids of the nodes removed from the cluster.
+    pub removed: RemovedIds,
 }
 
 impl Followers {
@@ -193,6 +208,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     landing.members(&m);
+                    // The nodes of the last membership that this one leaves out are removed
+                    // for good (a node added again gets a new id).
+                    let before: StoredMembership = records::get(&txn, &keys::meta(MEMBERSHIP))
+                        .map_err(read_err)?
+                        .unwrap_or_default();
+                    let now: std::collections::BTreeSet<u64> =
+                        m.nodes().map(|(id, _)| *id).collect();
+                    let mut removed: std::collections::BTreeSet<u64> =
+                        records::get(&txn, &keys::meta(REMOVED))
+                            .map_err(read_err)?
+                            .unwrap_or_default();
+                    let gone: Vec<u64> = before
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .filter(|id| !now.contains(id))
+                        .collect();
+                    if !gone.is_empty() || removed.iter().any(|id| now.contains(id)) {
+                        removed.extend(gone);
+                        removed.retain(|id| !now.contains(id));
+                        records::put(&mut txn, keys::meta(REMOVED), &removed);
+                        *self
+                            .followers
+                            .removed
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner()) = removed;
+                    }
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     records::put(&mut txn, keys::meta(MEMBERSHIP), &stored);
                     results.push(ProposalResult::default());
@@ -278,6 +320,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(write_err)??;
         self.requests = requests;
         self.landing.members(meta.last_membership.membership());
+        let removed = stored_removed(&self.store).map_err(read_err)?;
+        *self
+            .followers
+            .removed
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = removed;
         tracing::info!(index, bytes, "installed a snapshot");
         self.followers.search.rebuild(index);
         self.followers.applied.send_modify(|a| *a = index);

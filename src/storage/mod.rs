@@ -52,6 +52,8 @@ fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 
 /// The file recording the applied index last known to be durable in the database.
 const DURABLE_MARK: &str = "durable.mark";
+/// The file that says this data directory's node was removed from its cluster (and why).
+const REMOVED_MARK: &str = "removed.mark";
 
 /// sled's page cache: 64 MiB (sled's own default is 1 GiB).
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -249,6 +251,28 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Codec(e.to_string()))?
+    }
+
+    /// Why this data directory's node was removed from its cluster, when it was: such a node
+    /// must not serve again (its data stops at its removal, and its id is not used again).
+    pub fn removed_mark(&self) -> Result<Option<String>, StoreError> {
+        let path = self.dir.join(REMOVED_MARK);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Records that this node was removed from its cluster, and `why` (see [`Store::removed_mark`]).
+    pub fn mark_removed(&self, why: &str) -> Result<(), StoreError> {
+        let path = self.dir.join(REMOVED_MARK);
+        let tmp = self.dir.join(format!("{REMOVED_MARK}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        std::io::Write::write_all(&mut f, why.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
     }
 
     /// Makes every write so far durable.

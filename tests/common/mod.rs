@@ -163,6 +163,32 @@ impl NodeProc {
             .unwrap_or_else(|e| panic!("restart failed: {e}"));
     }
 
+    /// Starts the process again on the same directory and port; the node's error when it
+    /// refuses to start.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "stop the node before restarting it");
+        let listen = self.addr.clone();
+        self.spawn(&listen)
+    }
+
+    /// Waits (at most `limit`) for the process to end by itself; returns whether it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            match &mut self.child {
+                None => return true,
+                Some(c) => {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        self.child = None;
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         match &mut self.child {
