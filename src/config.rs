@@ -160,9 +160,10 @@ fn private_options() -> std::fs::OpenOptions {
     o
 }
 
-/// The newest applied index the CLI has seen, per cluster, kept in `last-index.json` next to
-/// the client configuration file, so that `--min-index last` reads this client's own writes at
-/// any node.
+/// The newest applied index the CLI has seen, per node address, kept in `last-index.json` next
+/// to the client configuration file, so that `--min-index last` reads this client's own writes
+/// at any of the nodes it wrote through. (Files of earlier versions keyed it by the comma-joined
+/// endpoint list; such a key counts for each address in it.)
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LastIndex {
     by_cluster: std::collections::BTreeMap<String, u64>,
@@ -182,19 +183,30 @@ impl LastIndex {
             .unwrap_or_default()
     }
 
-    /// The index kept for `cluster`.
-    pub fn get(&self, cluster: &str) -> Option<u64> {
-        self.by_cluster.get(cluster).copied()
+    /// The newest index kept for any of `nodes` (addresses).
+    pub fn newest(&self, nodes: &[String]) -> Option<u64> {
+        self.by_cluster
+            .iter()
+            .filter(|(key, _)| key.split(',').any(|a| nodes.iter().any(|n| n == a)))
+            .map(|(_, &index)| index)
+            .max()
     }
 
-    /// Raises the index kept for `cluster` to `index` and saves the file.
-    pub fn record(path: &Path, cluster: &str, index: u64) -> std::io::Result<()> {
+    /// Raises the index kept for each of `nodes` (the endpoints a client talked to: the nodes of
+    /// one cluster) to `index` and saves the file.
+    pub fn record(path: &Path, nodes: &[String], index: u64) -> std::io::Result<()> {
         let mut all = LastIndex::load(path);
-        let slot = all.by_cluster.entry(cluster.to_string()).or_default();
-        if *slot >= index {
+        let mut raised = false;
+        for node in nodes {
+            let slot = all.by_cluster.entry(node.clone()).or_default();
+            if *slot < index {
+                *slot = index;
+                raised = true;
+            }
+        }
+        if !raised {
             return Ok(());
         }
-        *slot = index;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -221,6 +233,22 @@ mod tests {
         let f = ClientFile::load(&p).unwrap();
         assert_eq!(f.peers().unwrap(), ["10.0.0.1:7420", "10.0.0.2:7420"]);
         assert_eq!(f.project.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn the_last_index_counts_for_every_node_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-index.json");
+        // A file of an earlier version, keyed by the endpoint list.
+        std::fs::write(&path, r#"{"by_cluster":{"a:1,b:2":7}}"#).unwrap();
+        let nodes = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(LastIndex::load(&path).newest(&nodes(&["b:2"])), Some(7));
+        LastIndex::record(&path, &nodes(&["a:1", "b:2", "c:3"]), 12).unwrap();
+        LastIndex::record(&path, &nodes(&["c:3"]), 5).unwrap();
+        let kept = LastIndex::load(&path);
+        assert_eq!(kept.newest(&nodes(&["c:3"])), Some(12));
+        assert_eq!(kept.newest(&nodes(&["b:2", "z:9"])), Some(12));
+        assert_eq!(kept.newest(&nodes(&["z:9"])), None);
     }
 
     #[test]

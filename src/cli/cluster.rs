@@ -52,6 +52,11 @@ fn status_json(n: &NodeStatus) -> Value {
     })
 }
 
+/// What `status` and `members` say of a node that has no cluster yet.
+const NOT_A_MEMBER: &str = "this node is in no cluster yet (it was started with --no-init): add \
+    it with `aide cluster join ADDR` run against a member, or start a new cluster with `aide \
+    cluster init` against it";
+
 /// The id the node at `addr` runs with.
 async fn new_node_id(addr: &str) -> Result<u64, CliError> {
     let newcomer = Client::new(crate::client::ClientConfig {
@@ -154,18 +159,29 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                     "ID", "ADDRESS", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED", "LAG"
                 );
                 for n in &r.nodes {
+                    // What an unreachable node's figures would be is not known.
+                    let known = |v: u64| {
+                        if n.reachable {
+                            v.to_string()
+                        } else {
+                            "-".to_string()
+                        }
+                    };
                     println!(
                         "{:<4} {:<22} {:<8} {:<10} {:>5} {:>9} {:>9} {:>6}  {}",
                         n.node_id,
                         n.address,
                         n.role,
                         n.state,
-                        n.term,
-                        n.last_log_index,
-                        n.applied_index,
-                        n.lag,
+                        known(n.term),
+                        known(n.last_log_index),
+                        known(n.applied_index),
+                        known(n.lag),
                         if n.reachable { "yes" } else { "no" }
                     );
+                }
+                if r.nodes.is_empty() {
+                    eprintln!("{NOT_A_MEMBER}");
                 }
             }
         }
@@ -176,6 +192,9 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                     &json!({ "leader_id": r.leader_id, "members": members_json(&r.members) }),
                 );
             } else {
+                if r.members.is_empty() {
+                    eprintln!("{NOT_A_MEMBER}");
+                }
                 for m in &r.members {
                     let leader = if m.node_id == r.leader_id {
                         " (leader)"

@@ -277,18 +277,10 @@ fn remembering(client: &Client, result: Result<(), CliError>) -> Result<(), CliE
     if seen > 0 {
         if let Some(path) = LastIndex::default_path() {
             // Best effort: a read-only home only costs `--min-index last` its memory.
-            let _ = LastIndex::record(&path, &endpoints_key(&client.endpoints()), seen);
+            let _ = LastIndex::record(&path, &client.endpoints(), seen);
         }
     }
     result
-}
-
-/// The key the last index is kept under: the sorted endpoint list, since the index belongs to
-/// the cluster those nodes form.
-fn endpoints_key(endpoints: &[String]) -> String {
-    let mut e = endpoints.to_vec();
-    e.sort();
-    e.join(",")
 }
 
 /// Sets up TLS for every connection the command makes (from the flags, else the config file),
@@ -321,9 +313,19 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
     let min_index = match g.min_index {
         None => None,
         Some(MinIndex::At(n)) => Some(n),
-        Some(MinIndex::Last) => LastIndex::default_path()
-            .and_then(|p| LastIndex::load(&p).get(&endpoints_key(&endpoints)))
-            .or(Some(0)),
+        Some(MinIndex::Last) => {
+            let newest =
+                LastIndex::default_path().and_then(|p| LastIndex::load(&p).newest(&endpoints));
+            if newest.is_none() {
+                eprintln!(
+                    "note: --min-index last: this client has seen no index from any of {} yet, so \
+                     the read waits for no index (the index is kept per node address: read \
+                     through the nodes you wrote through, or give the index itself)",
+                    endpoints.join(", ")
+                );
+            }
+            Some(newest.unwrap_or(0))
+        }
     };
     let config = ClientConfig {
         endpoints,

@@ -325,6 +325,20 @@ impl Client {
             // A node that stopped answering (frozen, cut off) keeps its connection open: an
             // attempt gets a share of the time, so that the others are tried too.
             let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_millis(10) {
+                return Err(ClientError {
+                    code: Code::Unavailable,
+                    message: format!(
+                        "no answer within the call's {:?} from {}",
+                        self.config.timeout,
+                        self.endpoints
+                            .iter()
+                            .map(|e| e.addr.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
             let budget = if n > 1 {
                 left.min((self.config.timeout / 3).max(MIN_ATTEMPT))
             } else {
