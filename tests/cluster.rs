@@ -671,7 +671,16 @@ async fn a_voter_started_again_empty_does_not_vote_away_an_acknowledged_write() 
     // The old leader comes back with its log, is elected, and the write is there.
     c.nodes[leader].restart();
     let r = client_for(&c.addrs(), "p", ReadMode::Linearizable);
-    assert_eq!(value_at(&r, "acknowledged").await.as_deref(), Some("1"));
+    let value = value_at(&r, "acknowledged").await;
+    assert_eq!(
+        value.as_deref(),
+        Some("1"),
+        "the acknowledged write was lost; the logs of the leader, the wiped node and the one \
+         behind:\n{}\n---\n{}\n---\n{}",
+        c.nodes[leader].log_text(),
+        c.nodes[wiped].log_text(),
+        c.nodes[behind].log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,7 +233,9 @@ async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
         }
         assert!(
             Instant::now() < deadline,
-            "the cluster never worked on its new certificates"
+            "the cluster never worked on its new certificates; the nodes' logs:\n{}\n---\n{}",
+            n1.log_text(),
+            n2.log_text()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

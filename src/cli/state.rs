@@ -75,22 +75,18 @@ pub async fn run(cmd: StateCmd, c: &Client, out: &Printer) -> Result<(), CliErro
                 .await?;
             match r.state.filter(|_| r.found) {
                 Some(s) => out.either(&s.value, state_json(&s)),
-                None => {
-                    return Err(CliError::NotFound(format!(
-                        "state key {:?} not found",
-                        scoped_key(&agent, &key)
-                    )))
-                }
+                None => return Err(CliError::NotFound(not_found(&agent, &key))),
             }
         }
         StateCmd::Delete { key, agent } => {
-            let full = scoped_key(&agent.unwrap_or_default(), &key);
+            let agent = agent.unwrap_or_default();
+            let full = scoped_key(&agent, &key);
             let ok = c
                 .state_delete(pb::StateDeleteRequest { key: full.clone() })
                 .await?
                 .success;
             if !ok {
-                return Err(CliError::NotFound(format!("state key {full:?} not found")));
+                return Err(CliError::NotFound(not_found(&agent, &key)));
             }
             out.either(format!("Deleted state: {full}"), json!({ "deleted": full }));
         }
@@ -148,4 +144,13 @@ pub async fn run(cmd: StateCmd, c: &Client, out: &Printer) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// The error of a key that is not there, named as the user named it.
+fn not_found(agent: &str, key: &str) -> String {
+    if agent.is_empty() {
+        format!("state key {key:?} not found")
+    } else {
+        format!("state key {key:?} of agent {agent:?} not found")
+    }
 }

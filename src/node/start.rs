@@ -240,6 +240,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             store: store.clone(),
             channels: channels.clone(),
             removal: removal.clone(),
+            log: log.clone(),
         },
         log,
         StateMachine::new(store.clone(), followers, landing.clone())
@@ -293,6 +294,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         store.state.clone(),
         lander_followers,
     ));
+    let vote_barrier = match node_store_barrier(&store)? {
+        Some(index) => super::VoteBarrier::Until(index),
+        // No membership at start, and not the node that has just made a new cluster of itself.
+        None if !initializing && membership.membership().voter_ids().next().is_none() => {
+            super::VoteBarrier::Empty
+        }
+        None => super::VoteBarrier::Open,
+    };
     let (closing, closing_rx) = watch::channel(false);
     let (batcher, batch_queue) = super::batch::Batcher::new(config.cohort_wait);
     let (reads, read_rounds) = super::read::ReadIndexQueue::new();
@@ -321,6 +330,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         tls: tls.is_some(),
         removed_ids,
         removal,
+        vote_barrier: std::sync::Mutex::new(vote_barrier),
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
@@ -537,5 +547,19 @@ impl RunningNode {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
         }
         tracing::info!(node = self.node.id, "node stopped");
+    }
+}
+
+/// The vote barrier's index kept in `store`, if any (see [`super::VoteBarrier`]).
+fn node_store_barrier(store: &Store) -> Result<Option<u64>, StoreError> {
+    match store.raft_meta.get(super::VOTE_BARRIER)? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Codec(format!("a vote barrier of {} bytes", v.len())))?;
+            Ok(Some(u64::from_be_bytes(bytes)))
+        }
+        None => Ok(None),
     }
 }

@@ -75,6 +75,11 @@ impl LogStore {
         })
     }
 
+    /// The index of the last entry in the log now (0: none), flushed or not.
+    pub fn last_index_now(&self) -> u64 {
+        self.wal.last_index().unwrap_or(0)
+    }
+
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.store.raft_meta.get(key).map_err(read_err)? {
             Some(v) => Ok(Some(decode(&v).map_err(read_err)?)),

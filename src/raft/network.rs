@@ -67,7 +67,13 @@ pub struct Network {
     pub channels: Channels,
     /// Set, with the reason, once this node learns it was removed from the cluster.
     pub removal: Removal,
+    /// This node's log: appends name its last index ([`LAST_LOG`]).
+    pub log: super::log_store::LogStore,
 }
+
+/// The metadata of an append that names the index of the sender's last log entry: a node that
+/// started empty votes only once its log reaches it (`node::VoteBarrier`).
+pub const LAST_LOG: &str = "x-aide-last-log";
 
 /// Where a node learns that it was removed from the cluster: see [`announce_removal`].
 pub type Removal = Arc<tokio::sync::watch::Sender<Option<String>>>;
@@ -195,6 +201,12 @@ impl Peer {
         request
             .metadata_mut()
             .insert(TARGET, tonic::metadata::MetadataValue::from(self.target));
+        if let Rpc::Append = rpc {
+            request.metadata_mut().insert(
+                LAST_LOG,
+                tonic::metadata::MetadataValue::from(self.network.log.last_index_now()),
+            );
+        }
         crate::auth::as_node(&self.network.store, &mut request);
         request.set_timeout(option.hard_ttl());
         let response = match rpc {
