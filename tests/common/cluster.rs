@@ -173,9 +173,10 @@ impl Cluster {
         let deadline = Instant::now() + SETTLE;
         loop {
             let mut ok = true;
+            let mut views = Vec::new();
             for addr in self.running_addrs() {
                 let c = Client::new(aide::client::ClientConfig {
-                    endpoints: vec![addr],
+                    endpoints: vec![addr.clone()],
                     read_mode: ReadMode::Stale,
                     api_key: api_key.map(String::from),
                     ..Default::default()
@@ -185,17 +186,32 @@ impl Cluster {
                     Ok(m) => {
                         let voters = m.members.iter().filter(|m| m.role == "voter").count();
                         ok &= voters == n && m.members.len() == n && m.leader_id != 0;
+                        views.push(format!(
+                            "{addr}: leader {}, {voters} voters of {} members",
+                            m.leader_id,
+                            m.members.len()
+                        ));
                     }
-                    Err(_) => ok = false,
+                    Err(e) => {
+                        ok = false;
+                        views.push(format!("{addr}: {e}"));
+                    }
                 }
             }
             if ok {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster never settled on {n} voters"
-            );
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|node| format!("--- node {} ---\n{}", node.id, node.log_text()))
+                    .collect();
+                panic!(
+                    "the cluster never settled on {n} voters: {views:?}\n{}",
+                    logs.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
