@@ -77,12 +77,7 @@ impl ClusterService for Cluster {
         raft.initialize(members)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        // A new cluster's first node holds its whole log: it votes.
-        *self
-            .node
-            .vote_barrier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = crate::node::VoteBarrier::Open;
+        self.node.vote.open();
         Ok(Response::new(pb::InitResponse {
             node_id: self.node.id,
             members: self.node.members(),

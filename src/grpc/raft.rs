@@ -4,7 +4,7 @@ use super::pb::raft::{
     raft_service_server::{RaftService, RaftServiceServer},
     RaftPayload,
 };
-use crate::node::{Node, VoteBarrier, VOTE_BARRIER};
+use crate::node::Node;
 use crate::raft::network::{MAX_MESSAGE_BYTES, TARGET};
 use crate::storage::codec::{decode, encode};
 use std::sync::Arc;
@@ -86,100 +86,23 @@ impl Transport {
     }
 
     /// Refuses to vote while this node, started empty, lacks entries its cluster had committed
-    /// (see [`VoteBarrier`]): until a leader has reached it, and its log reaches as far as the
-    /// leader's log reached then.
+    /// (see [`crate::node::vote`]).
     async fn may_vote(&self) -> Result<(), Status> {
-        let me = self.node.id;
-        let barrier = *self
+        let last = self
             .node
-            .vote_barrier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let refusal = match barrier {
-            VoteBarrier::Open => return Ok(()),
-            VoteBarrier::Empty => format!(
-                "node {me} cannot vote: it has no log yet (it was started empty in place of a \
-                 voter); it votes once it has the entries a leader sends it"
-            ),
-            VoteBarrier::Until(index) => {
-                let last = self
-                    .node
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .last_log_index
-                    .unwrap_or(0);
-                if last >= index {
-                    self.open_barrier().await?;
-                    return Ok(());
-                }
-                format!(
-                    "node {me} cannot vote yet: it started empty and its log reaches index \
-                     {last}, short of index {index}, which its cluster had committed when a \
-                     leader first reached it"
-                )
-            }
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0);
+        let Err(why) = self.node.vote.may_vote(&self.node.store, last).await else {
+            return Ok(());
         };
+        let refusal = format!("node {} cannot vote: {why}", self.node.id);
         if self.unvoting.should_warn() {
-            tracing::warn!(node = me, "refusing a vote request: {refusal}");
+            tracing::warn!(node = self.node.id, "refusing a vote request: {refusal}");
         }
         Err(Status::failed_precondition(refusal))
-    }
-
-    /// A leader's append shows its log reaching index `shown`: a node that started empty
-    /// votes only once its own log reaches the index the first such message showed (kept in
-    /// the store before the message is taken). Entries committed after that were acknowledged
-    /// by this node as it is now, with its log, so the barrier does not move.
-    async fn leader_shows(&self, shown: u64) -> Result<(), Status> {
-        if *self
-            .node
-            .vote_barrier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            != VoteBarrier::Empty
-        {
-            return Ok(());
-        }
-        let store = &self.node.store;
-        let keep = |e: String| Status::internal(format!("keeping the vote barrier: {e}"));
-        store
-            .raft_meta
-            .insert(VOTE_BARRIER, &shown.to_be_bytes())
-            .map_err(|e| keep(e.to_string()))?;
-        store.flush().await.map_err(|e| keep(e.to_string()))?;
-        let mut barrier = self
-            .node
-            .vote_barrier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if *barrier == VoteBarrier::Empty {
-            *barrier = VoteBarrier::Until(shown);
-            tracing::info!(
-                node = self.node.id,
-                index = shown,
-                "a leader reached this empty node: it votes once its log reaches that index"
-            );
-        }
-        Ok(())
-    }
-
-    /// The log has reached the barrier: the node votes from now on.
-    async fn open_barrier(&self) -> Result<(), Status> {
-        let store = &self.node.store;
-        store
-            .raft_meta
-            .remove(VOTE_BARRIER)
-            .map_err(|e| Status::internal(format!("lifting the vote barrier: {e}")))?;
-        store
-            .flush()
-            .await
-            .map_err(|e| Status::internal(format!("lifting the vote barrier: {e}")))?;
-        *self
-            .node
-            .vote_barrier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = VoteBarrier::Open;
-        Ok(())
     }
 }
 
@@ -225,22 +148,30 @@ impl RaftService for Transport {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let to = target(&req)?;
-        let leader_last = req
-            .metadata()
-            .get(crate::raft::network::LAST_LOG)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        // The end of the leader's log, which a node that started empty must reach before it
+        // votes (a leader holds every committed entry): the last index it names, and what the
+        // message itself shows.
+        let leader_last = self.node.vote.waits_for_a_leader().then(|| {
+            req.metadata()
+                .get(crate::raft::network::LAST_LOG)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
         let req: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = payload(req)?;
         self.admit(to, req.vote.leader_id().voted_for())?;
-        // How far the leader's log reaches: the last index it names (a leader holds every
-        // committed entry), and what the message itself shows.
-        let shown = req
-            .prev_log_id
-            .map_or(0, |l| l.index + req.entries.len() as u64)
-            .max(req.leader_commit.map_or(0, |l| l.index))
-            .max(leader_last);
-        self.leader_shows(shown).await?;
+        if let Some(leader_last) = leader_last {
+            let shown = req
+                .prev_log_id
+                .map_or(0, |l| l.index + req.entries.len() as u64)
+                .max(req.leader_commit.map_or(0, |l| l.index))
+                .max(leader_last);
+            self.node
+                .vote
+                .leader_reached(&self.node.store, shown)
+                .await
+                .map_err(|e| Status::internal(format!("keeping the vote barrier: {e}")))?;
+        }
         let result = self.node.raft.append_entries(req).await;
         reply(&result)
     }

@@ -10,6 +10,7 @@ mod membership;
 mod propose;
 mod read;
 mod start;
+pub mod vote;
 
 pub use clock::{wall_nanos, Clock, Tick};
 pub use error::NodeError;
@@ -73,29 +74,9 @@ pub struct Node {
     pub(crate) removed_ids: crate::raft::state_machine::RemovedIds,
     /// Where this node says that it was removed itself.
     pub(crate) removal: crate::raft::network::Removal,
-    /// Until when this node, started empty, must not vote (see [`VoteBarrier`]).
-    pub(crate) vote_barrier: std::sync::Mutex<VoteBarrier>,
+    /// Until when this node, started empty, must not vote.
+    pub(crate) vote: vote::VoteGate,
 }
-
-/// Whether a node that started with no log may vote. Such a node stands, when it is asked to
-/// vote, for a voter whose data was lost (a node joins as a learner and is caught up before it
-/// votes). Were it to vote before it holds every entry its cluster had committed, it could
-/// elect, with a member that missed the last writes, a leader without them, and acknowledged
-/// writes would be lost. So it votes only once its log reaches the last index the first
-/// leader to reach it named (`x-aide-last-log`: a leader holds every committed entry); that
-/// index is kept in the store until then, so a restart in between does not lift the barrier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoteBarrier {
-    /// Started with no membership, and no leader has reached it yet.
-    Empty,
-    /// Its log must reach this index first.
-    Until(u64),
-    /// It votes.
-    Open,
-}
-
-/// The key of the vote barrier's index in the `raft_meta` tree.
-pub(crate) const VOTE_BARRIER: &[u8] = b"vote_barrier";
 
 impl Node {
     /// The applied log index now.

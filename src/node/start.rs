@@ -294,14 +294,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         store.state.clone(),
         lander_followers,
     ));
-    let vote_barrier = match node_store_barrier(&store)? {
-        Some(index) => super::VoteBarrier::Until(index),
-        // No membership at start, and not the node that has just made a new cluster of itself.
-        None if !initializing && membership.membership().voter_ids().next().is_none() => {
-            super::VoteBarrier::Empty
-        }
-        None => super::VoteBarrier::Open,
-    };
+    // Closed when the node has no membership at start and has not just made a new cluster
+    // of itself.
+    let vote = super::vote::VoteGate::load(
+        &store,
+        !initializing && membership.membership().voter_ids().next().is_none(),
+    )?;
     let (closing, closing_rx) = watch::channel(false);
     let (batcher, batch_queue) = super::batch::Batcher::new(config.cohort_wait);
     let (reads, read_rounds) = super::read::ReadIndexQueue::new();
@@ -330,7 +328,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         tls: tls.is_some(),
         removed_ids,
         removal,
-        vote_barrier: std::sync::Mutex::new(vote_barrier),
+        vote,
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
@@ -364,7 +362,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };
-    let removed = removed_rx;
     background.extend([
         tokio::spawn(expiry::run(node.clone())),
         tokio::spawn(membership::promote_learners(node.clone())),
@@ -380,7 +377,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         background,
         lander,
         closing,
-        removed,
+        removed: removed_rx,
     })
 }
 
@@ -547,19 +544,5 @@ impl RunningNode {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
         }
         tracing::info!(node = self.node.id, "node stopped");
-    }
-}
-
-/// The vote barrier's index kept in `store`, if any (see [`super::VoteBarrier`]).
-fn node_store_barrier(store: &Store) -> Result<Option<u64>, StoreError> {
-    match store.raft_meta.get(super::VOTE_BARRIER)? {
-        Some(v) => {
-            let bytes: [u8; 8] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Codec(format!("a vote barrier of {} bytes", v.len())))?;
-            Ok(Some(u64::from_be_bytes(bytes)))
-        }
-        None => Ok(None),
     }
 }

@@ -72,7 +72,7 @@ pub struct Network {
 }
 
 /// The metadata of an append that names the index of the sender's last log entry: a node that
-/// started empty votes only once its log reaches it (`node::VoteBarrier`).
+/// started empty votes only once its log reaches it (`node::vote`).
 pub const LAST_LOG: &str = "x-aide-last-log";
 
 /// Where a node learns that it was removed from the cluster: see [`announce_removal`].

@@ -55,6 +55,16 @@ const DURABLE_MARK: &str = "durable.mark";
 /// The file that says this data directory's node was removed from its cluster (and why).
 const REMOVED_MARK: &str = "removed.mark";
 
+/// Writes `bytes` to `tmp`, syncs it, and renames it over `path`: a crash leaves the old file
+/// or the new one, never a part.
+fn replace_file(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut f = std::fs::File::create(tmp).map_err(|e| StoreError::io(tmp, e))?;
+    std::io::Write::write_all(&mut f, bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(tmp, e))?;
+    std::fs::rename(tmp, path).map_err(|e| StoreError::io(path, e))
+}
+
 /// sled's page cache: 64 MiB (sled's own default is 1 GiB).
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -243,11 +253,7 @@ impl Store {
             if applied <= on_disk {
                 return Ok(());
             }
-            let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-            std::io::Write::write_all(&mut f, applied.to_string().as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| StoreError::io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
+            replace_file(&path, &tmp, applied.to_string().as_bytes())
         })
         .await
         .map_err(|e| StoreError::Codec(e.to_string()))?
@@ -268,11 +274,7 @@ impl Store {
     pub fn mark_removed(&self, why: &str) -> Result<(), StoreError> {
         let path = self.dir.join(REMOVED_MARK);
         let tmp = self.dir.join(format!("{REMOVED_MARK}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-        std::io::Write::write_all(&mut f, why.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
+        replace_file(&path, &tmp, why.as_bytes())
     }
 
     /// Makes every write so far durable.
