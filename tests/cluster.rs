@@ -805,6 +805,56 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
     );
 }
 
+/// Without a quorum a write fails saying why, before the client's time runs out: a leader that
+/// lost its followers says it hears from no majority, a node left alone that no leader is
+/// elected. (The client keeps trying meanwhile, and returns the node's reason at the end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_a_quorum_fails_saying_why() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        c.nodes[f].kill();
+    }
+    let alone = |addr: &str| {
+        aide::client::Client::new(aide::client::ClientConfig {
+            endpoints: vec![addr.to_string()],
+            project: Some("p".into()),
+            timeout: Duration::from_secs(8),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let err = alone(&c.nodes[leader].addr)
+        .state_set(set("k", "v"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message.starts_with("no quorum") && err.message.contains("it needs 2 of them"),
+        "the leader without its followers: {err:?}"
+    );
+    // The leader stops too; a follower started again alone finds no leader.
+    c.nodes[leader].kill();
+    c.nodes[followers[0]].restart();
+    let err = alone(&c.nodes[followers[0]].addr)
+        .state_set(set("k", "v"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.starts_with("no leader") && err.message.contains("needs 2 of the 3 voters"),
+        "a node left alone: {err:?}"
+    );
+    // Through the CLI, with the survivor and a node that is gone: the same reason.
+    let remote = format!("{},{}", c.nodes[followers[0]].addr, c.nodes[leader].addr);
+    let out = common::cli(&remote, &["--project", "p", "state", "set", "k", "v"]);
+    assert!(
+        !out.ok && out.stderr.contains("no leader"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// The leader answers a write before the write is in its database (it is in the Raft log of a
 /// quorum by then); a stale read at the leader must still see it, at once. (A follower answers
 /// a write it forwarded when the leader has applied it: a stale read there may not see it yet,

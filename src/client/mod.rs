@@ -309,6 +309,9 @@ impl Client {
         let mut attempt = 0usize;
         let mut refused_in_a_row = 0usize;
         let mut first_refusal: Option<Instant> = None;
+        // The last reason a node gave for not serving the call: when time runs out on an
+        // attempt that got no answer, it says more than the timeout.
+        let mut last_reason: Option<Status> = None;
         loop {
             let leader = match kind {
                 Kind::Write => self.leader.load(Ordering::SeqCst),
@@ -326,6 +329,9 @@ impl Client {
             // attempt gets a share of the time, so that the others are tried too.
             let left = deadline.saturating_duration_since(Instant::now());
             if left < Duration::from_millis(10) {
+                if let Some(reason) = last_reason {
+                    return Err(reason.into());
+                }
                 return Err(ClientError {
                     code: Code::Unavailable,
                     message: format!(
@@ -344,12 +350,16 @@ impl Client {
             } else {
                 left
             };
+            let mut answered = false;
             let status = match tokio::time::timeout(budget, send(channel, req)).await {
                 Err(_) => Status::unavailable(format!(
                     "{} did not answer within {budget:?}",
                     self.endpoints[i].addr
                 )),
-                Ok(Err(s)) => s,
+                Ok(Err(s)) => {
+                    answered = true;
+                    s
+                }
                 Ok(Ok(resp)) => {
                     if let Some(index) = resp
                         .metadata()
@@ -370,8 +380,16 @@ impl Client {
             // An `Unknown` "transport error" is a connection that broke mid-call.
             let retry = matches!(status.code(), Code::Unavailable | Code::Cancelled)
                 || (status.code() == Code::Unknown && is_connect_error(&status));
+            let is_reason =
+                answered && status.code() == Code::Unavailable && !is_connect_error(&status);
             if !retry || Instant::now() >= deadline {
-                return Err(status.into());
+                return Err(match last_reason {
+                    Some(reason) if retry && !is_reason => reason.into(),
+                    _ => status.into(),
+                });
+            }
+            if is_reason {
+                last_reason = Some(status.clone());
             }
             attempt += 1;
             if to_leader {

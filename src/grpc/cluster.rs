@@ -235,6 +235,13 @@ impl ClusterService for Cluster {
                 "node {} is not the leader",
                 self.node.id
             ))),
+            Err(crate::node::ProposeError::NoQuorum(text)) => {
+                let mut status = Status::unavailable(text);
+                status
+                    .metadata_mut()
+                    .insert(crate::node::NO_QUORUM, "1".parse().expect("ascii"));
+                Err(status)
+            }
             Err(e) => Err(NodeError::from(e).into()),
         }
     }

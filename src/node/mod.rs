@@ -14,8 +14,8 @@ pub mod vote;
 
 pub use clock::{wall_nanos, Clock, Tick};
 pub use error::NodeError;
-pub(crate) use propose::ProposeError;
 pub use propose::WriteMeta;
+pub(crate) use propose::{ProposeError, NO_QUORUM};
 pub use read::{Consistency, ReadOptions};
 pub use start::{start, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
 
@@ -55,9 +55,11 @@ pub struct Node {
     batcher: batch::Batcher,
     /// Lets concurrent linearizable reads share one read index.
     reads: read::ReadIndexQueue,
-    /// When this node led as it stopped, the term of that leadership and its last log index
-    /// at start: see [`read::restored_leadership`].
-    restored_lead: Option<(u64, u64)>,
+    /// When this node led as it stopped, its last log index at start: see
+    /// [`read::restored_leadership`].
+    restored_lead: Option<u64>,
+    /// How long a write waits for a leader, or for its leader to hear from a majority.
+    patience: std::time::Duration,
     /// Whether fault-injection failpoints may be set (`aide serve --failpoints`).
     pub failpoints: bool,
     /// The peers a failpoint cuts this node off from.

@@ -12,6 +12,9 @@ use crate::storage::codec::{decode, encode};
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::{Duration, Instant};
 
+/// Marks a forwarded write's failure as the leader's "no quorum" (not worth trying again at once).
+pub(crate) const NO_QUORUM: &str = "x-aide-no-quorum";
+
 /// How long a write keeps trying to reach a leader before it fails.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,7 +65,8 @@ impl Node {
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<(Vec<CommandResult>, u64), NodeError> {
-        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + WRITE_TIMEOUT;
         let mut metrics = self.raft.metrics();
         loop {
             let error = match self.batcher.submit(envelopes.clone(), false).await {
@@ -70,6 +74,20 @@ impl Node {
                 Err(e) if e.retryable() => e,
                 Err(e) => return Err(e.into()),
             };
+            // No leader, or one that cannot commit, for longer than an election takes: say so
+            // now rather than when the client's time runs out.
+            if started.elapsed() >= self.patience {
+                match error {
+                    ProposeError::NoLeader => {
+                        return Err(NodeError::Unavailable(
+                            self.no_leader_text(started.elapsed()),
+                        ))
+                    }
+                    ProposeError::Unavailable(_) => return Err(error.into()),
+                    // A leader change under way: it goes on until the write's own deadline.
+                    _ => {}
+                }
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(error.into());
@@ -112,13 +130,29 @@ impl Node {
     ) -> Result<(Vec<CommandResult>, u64), ProposeError> {
         // A leader cut off from the others may never see its entry committed nor cut away (it
         // may catch up later by a snapshot): the write is given up, to be retried with its
-        // request id, rather than waited for forever.
+        // request id, rather than waited for forever; at once when the leader has heard from
+        // no majority of the voters for longer than an election takes.
+        if let Some(text) = self.no_quorum_text(None) {
+            return Err(ProposeError::NoQuorum(text));
+        }
+        let started = Instant::now();
         let write = self.raft.client_write(Proposal { envelopes });
-        let Ok(written) = tokio::time::timeout(WRITE_TIMEOUT, write).await else {
-            return Err(ProposeError::Unavailable(format!(
-                "the write was not committed within {WRITE_TIMEOUT:?} (the leader may be cut off); \
-                 it may still be applied, and a retry with its request id is applied once"
-            )));
+        tokio::pin!(write);
+        let written = loop {
+            tokio::select! {
+                written = &mut write => break written,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if let Some(text) = self.no_quorum_text(Some(started.elapsed())) {
+                return Err(ProposeError::NoQuorum(text));
+            }
+            if started.elapsed() >= WRITE_TIMEOUT {
+                return Err(ProposeError::Unavailable(format!(
+                    "the write was not committed within {WRITE_TIMEOUT:?} (the leader may be cut \
+                     off); it may still be applied, and a retry with its request id is applied \
+                     once"
+                )));
+            }
         };
         match written {
             Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
@@ -128,6 +162,60 @@ impl Node {
             Err(RaftError::APIError(e)) => Err(ProposeError::Raft(e.to_string())),
             Err(RaftError::Fatal(_)) => Err(ProposeError::ShuttingDown),
         }
+    }
+
+    /// When this node leads but has heard from no majority of the voters for longer than
+    /// [`Node::patience`] (or, knowing of no acknowledgement, for the time a write `waited`),
+    /// why a write is not committed.
+    fn no_quorum_text(&self, waited: Option<Duration>) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        if m.state != openraft::ServerState::Leader {
+            return None;
+        }
+        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
+        if voters.len() < 2 {
+            return None;
+        }
+        let silent = m
+            .millis_since_quorum_ack
+            .map(Duration::from_millis)
+            .or(waited)?;
+        if silent < self.patience {
+            return None;
+        }
+        Some(format!(
+            "no quorum: node {} leads but has heard from no majority of the {} voters ({}) for \
+             {:.1} s; it needs {} of them: the write is not committed (it may still be applied \
+             if they come back; retrying it applies it once)",
+            self.id,
+            voters.len(),
+            id_list(&voters),
+            silent.as_secs_f64(),
+            voters.len() / 2 + 1
+        ))
+    }
+
+    /// Why a write found no leader for `waited`.
+    fn no_leader_text(&self, waited: Duration) -> String {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
+        if voters.is_empty() {
+            return format!(
+                "no leader: node {} is in no cluster yet (`aide cluster init` starts one, \
+                 `aide cluster join` adds it to one)",
+                self.id
+            );
+        }
+        format!(
+            "no leader: none was elected in {:.1} s; an election needs {} of the {} voters \
+             ({}) running and reaching each other (`aide cluster status` shows which answer)",
+            waited.as_secs_f64(),
+            voters.len() / 2 + 1,
+            voters.len(),
+            id_list(&voters)
+        )
     }
 
     async fn forward(
@@ -148,6 +236,9 @@ impl Node {
         // Only an answer from the leader that it failed the write is final; a lost connection
         // (unavailable, cancelled, unknown) or a leader that moved is tried again.
         let resp = client.forward(req).await.map_err(|s| match s.code() {
+            _ if s.metadata().contains_key(NO_QUORUM) => {
+                ProposeError::NoQuorum(s.message().to_string())
+            }
             tonic::Code::Internal | tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
                 ProposeError::Raft(format!(
                     "the leader at {addr} failed the write: {}",
@@ -166,6 +257,16 @@ impl Node {
     }
 }
 
+/// "nodes 1, 2 and 3".
+fn id_list(ids: &[crate::raft::NodeId]) -> String {
+    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => format!("node {last}"),
+        Some((last, rest)) => format!("nodes {} and {last}", rest.join(", ")),
+    }
+}
+
 /// Why one attempt to propose failed.
 #[derive(Debug, Clone)]
 pub(crate) enum ProposeError {
@@ -175,6 +276,9 @@ pub(crate) enum ProposeError {
     NotLeader,
     /// The leader could not be reached or did not take it.
     Unavailable(String),
+    /// The leader has heard from no majority for longer than an election takes: trying again
+    /// at once would only add entries it cannot commit.
+    NoQuorum(String),
     Raft(String),
     ShuttingDown,
 }
@@ -193,7 +297,7 @@ impl From<ProposeError> for NodeError {
     fn from(e: ProposeError) -> NodeError {
         match e {
             ProposeError::NoLeader | ProposeError::NotLeader => NodeError::NoLeader,
-            ProposeError::Unavailable(m) => NodeError::Unavailable(m),
+            ProposeError::Unavailable(m) | ProposeError::NoQuorum(m) => NodeError::Unavailable(m),
             ProposeError::Raft(m) => NodeError::Raft(m),
             ProposeError::ShuttingDown => NodeError::ShuttingDown,
         }

@@ -64,12 +64,12 @@ impl Node {
             Ok((read, _)) => {
                 let index = read.map_or(0, |l| l.index);
                 // Leading again in the term it led in before it stopped, this node may have
-                // acknowledged any entry of its log: a read reflects them all.
+                // acknowledged any entry of its log: a read reflects them all. Not only while the
+                // metrics still show that term: a higher vote seen after the leadership was
+                // confirmed would skip it. A later leadership's read index is past them anyway.
                 Ok(match self.restored_lead {
-                    Some((term, last)) if self.raft.metrics().borrow().current_term == term => {
-                        index.max(last)
-                    }
-                    _ => index,
+                    Some(last) => index.max(last),
+                    None => index,
                 })
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -134,7 +134,7 @@ impl Node {
     }
 }
 
-/// The term and last log index of a leadership openraft restores at start. A node whose saved
+/// The last log index of a node whose leadership openraft restores at start. A node whose saved
 /// vote is a committed one for itself leads again at once, without an election, knowing the
 /// commit index it last saved, which is not flushed and can be older than entries it
 /// acknowledged before it stopped. Its read index (that commit index, or the first entry of its
@@ -143,7 +143,7 @@ impl Node {
 pub(crate) async fn restored_leadership(
     log: &mut crate::raft::log_store::LogStore,
     id: crate::raft::NodeId,
-) -> Result<Option<(u64, u64)>, crate::raft::StorageError> {
+) -> Result<Option<u64>, crate::raft::StorageError> {
     use openraft::storage::RaftLogStorage;
     let Some(vote) = log.read_vote().await? else {
         return Ok(None);
@@ -152,7 +152,7 @@ pub(crate) async fn restored_leadership(
         return Ok(None);
     }
     let last = log.get_log_state().await?.last_log_id;
-    Ok(Some((vote.leader_id.term, last.map_or(0, |l| l.index))))
+    Ok(Some(last.map_or(0, |l| l.index)))
 }
 
 type ReadIndexReply = oneshot::Sender<Result<u64, NodeError>>;

@@ -322,6 +322,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         batcher,
         reads,
         restored_lead,
+        patience: config.timing.patience(),
         failpoints: config.failpoints,
         isolation,
         audit: Arc::new(crate::audit::AuditLog::new(&config.data_dir)),

@@ -58,6 +58,15 @@ pub struct RaftTiming {
     pub snapshot_every: u64,
 }
 
+impl RaftTiming {
+    /// How long a write waits while no leader is elected, or while its leader hears from no
+    /// majority of the voters, before it fails saying so: ten election timeouts, at least 3 s
+    /// (an election normally takes well under one second).
+    pub fn patience(&self) -> std::time::Duration {
+        std::time::Duration::from_millis((self.election_max_ms * 10).max(3_000))
+    }
+}
+
 impl Default for RaftTiming {
     fn default() -> Self {
         // openraft starts an election once a follower has heard nothing for the leader lease
