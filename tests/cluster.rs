@@ -834,6 +834,26 @@ async fn a_write_without_a_quorum_fails_saying_why() {
         err.message.starts_with("no quorum") && err.message.contains("it needs 2 of them"),
         "the leader without its followers: {err:?}"
     );
+    // `cluster status` at that leader says so too.
+    let status = c.nodes[leader].cli(&["cluster", "status"]);
+    assert!(
+        status.stderr.contains(&format!(
+            "node {} leads but has heard from no majority",
+            c.nodes[leader].id
+        )),
+        "{status:?}"
+    );
+    let json = c.nodes[leader]
+        .cli(&["cluster", "status", "--format", "json"])
+        .json();
+    let me = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == c.nodes[leader].id)
+        .unwrap()
+        .clone();
+    assert!(me["no_quorum_ms"].as_u64().unwrap() >= 3000, "{json}");
     // The leader stops too; a follower started again alone finds no leader.
     c.nodes[leader].kill();
     c.nodes[followers[0]].restart();

@@ -49,6 +49,7 @@ fn status_json(n: &NodeStatus) -> Value {
         "applied_index": n.applied_index,
         "lag": n.lag,
         "reachable": n.reachable,
+        "no_quorum_ms": n.no_quorum_ms,
     })
 }
 
@@ -182,6 +183,15 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 }
                 if r.nodes.is_empty() {
                     eprintln!("{NOT_A_MEMBER}");
+                }
+                for n in r.nodes.iter().filter(|n| n.no_quorum_ms > 0) {
+                    eprintln!(
+                        "node {} leads but has heard from no majority of the voters for {:.1} s: \
+                         it can neither commit writes nor confirm reads (the others may have \
+                         elected a leader of their own)",
+                        n.node_id,
+                        n.no_quorum_ms as f64 / 1000.0
+                    );
                 }
             }
         }

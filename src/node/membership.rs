@@ -269,6 +269,9 @@ impl Node {
             applied_index: self.applied_index(),
             lag: 0,
             reachable: true,
+            no_quorum_ms: self
+                .quorum_silence(None)
+                .map_or(0, |(silent, _)| silent.as_millis() as u64),
         }
     }
 }

@@ -164,10 +164,13 @@ impl Node {
         }
     }
 
-    /// When this node leads but has heard from no majority of the voters for longer than
-    /// [`Node::patience`] (or, knowing of no acknowledgement, for the time a write `waited`),
-    /// why a write is not committed.
-    fn no_quorum_text(&self, waited: Option<Duration>) -> Option<String> {
+    /// When this node leads but has heard from no majority of the voters for at least
+    /// [`Node::patience`] (or, knowing of no acknowledgement, for the time a write `waited`):
+    /// for how long, and the voters.
+    pub(crate) fn quorum_silence(
+        &self,
+        waited: Option<Duration>,
+    ) -> Option<(Duration, Vec<crate::raft::NodeId>)> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         if m.state != openraft::ServerState::Leader {
@@ -181,9 +184,12 @@ impl Node {
             .millis_since_quorum_ack
             .map(Duration::from_millis)
             .or(waited)?;
-        if silent < self.patience {
-            return None;
-        }
+        (silent >= self.patience).then_some((silent, voters))
+    }
+
+    /// Why a write is not committed, when this node leads without a quorum.
+    fn no_quorum_text(&self, waited: Option<Duration>) -> Option<String> {
+        let (silent, voters) = self.quorum_silence(waited)?;
         Some(format!(
             "no quorum: node {} leads but has heard from no majority of the {} voters ({}) for \
              {:.1} s; it needs {} of them: the write is not committed (it may still be applied \
