@@ -207,11 +207,27 @@ impl LastIndex {
         if !raised {
             return Ok(());
         }
+        all.save(path)
+    }
+
+    /// Drops what is kept for each of `nodes` (an index their cluster never committed).
+    pub fn forget(path: &Path, nodes: &[String]) -> std::io::Result<()> {
+        let mut all = LastIndex::load(path);
+        let before = all.by_cluster.len();
+        all.by_cluster
+            .retain(|key, _| !key.split(',').any(|a| nodes.iter().any(|n| n == a)));
+        if all.by_cluster.len() == before {
+            return Ok(());
+        }
+        all.save(path)
+    }
+
+    fn save(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&all)?)?;
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
         std::fs::rename(tmp, path)
     }
 }

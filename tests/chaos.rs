@@ -119,6 +119,7 @@ async fn client_loop(
         project: Some("chaos".into()),
         read_mode: ReadMode::Linearizable,
         min_index: None,
+        min_index_is_hint: false,
         timeout: Duration::from_secs(2),
         api_key: None,
     })

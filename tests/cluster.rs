@@ -954,10 +954,21 @@ async fn reads_have_the_changes_they_need_written_at_once() {
     let f = (0..3).find(|&i| i != l).unwrap();
     let w = c.client(l, "p", ReadMode::Stale);
     let lin = c.client(f, "p", ReadMode::Linearizable);
-    // A reader at the follower that asks for an index far ahead (it waits, then fails) does
-    // not keep the others' entries from being written at once.
+    // Readers at the follower that ask for an index far ahead (each waits, then is refused as
+    // an index the cluster never committed), one after another throughout, do not keep the
+    // others' entries from being written at once.
     let far = c.client_at_index(f, "p", u64::MAX / 2);
-    let waiting = tokio::spawn(async move { far.state_get(get("held")).await });
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiting = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut refusals = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                refusals.push(far.state_get(get("held")).await.unwrap_err());
+            }
+            refusals
+        }
+    });
     let mut checked = 0;
     for i in 0..5 {
         w.state_set(set("held", &i.to_string())).await.unwrap();
@@ -984,8 +995,12 @@ async fn reads_have_the_changes_they_need_written_at_once() {
         Some("last"),
         "a linearizable read at a follower"
     );
-    let err = waiting.await.unwrap().unwrap_err();
-    assert_eq!(err.code, tonic::Code::DeadlineExceeded, "{err:?}");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refusals = waiting.await.unwrap();
+    assert!(!refusals.is_empty());
+    for err in refusals {
+        assert_eq!(err.code, tonic::Code::FailedPrecondition, "{err:?}");
+    }
     assert!(
         checked >= 3,
         "only {checked} of 5 reads at the leader checked"
@@ -1045,10 +1060,15 @@ async fn a_follower_reads_its_clients_writes_with_the_min_index() {
         let r = c.client_at_index(f, "p", w.last_index());
         assert_eq!(value_at(&r, "counter").await, Some(i.to_string()));
     }
-    // An index the cluster has not reached waits, then fails with a clear error.
+    // An index the cluster never committed cannot be one of its clients' writes: it is refused
+    // with a clear error rather than waited for.
     let far = c.client_at_index(f, "p", w.last_index() + 1_000_000);
     let err = far.state_get(get("counter")).await.unwrap_err();
-    assert_eq!(err.code, tonic::Code::DeadlineExceeded, "{err:?}");
+    assert_eq!(err.code, tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message.contains("was never committed by this cluster"),
+        "{err:?}"
+    );
 
     // The CLI does the same with `--min-index last`: it keeps the index of its last write.
     let home = tempfile::tempdir().unwrap();
@@ -1088,6 +1108,46 @@ async fn a_follower_reads_its_clients_writes_with_the_min_index() {
         bad.stderr.contains("neither a log index nor `last`"),
         "{}",
         bad.stderr
+    );
+}
+
+/// `--min-index last` kept an index from a cluster that ran at the same address before (stopped,
+/// its data deleted, a new one started there): the new cluster never committed it, so the read
+/// is served without it and the CLI forgets it, instead of waiting for an index the new
+/// cluster may not reach for a long time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_kept_from_an_earlier_cluster_at_the_same_address_is_forgotten() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.yaml");
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("node");
+    let mut first = common::NodeProc::start(&dir, &[]);
+    let addr = first.addr.clone();
+    wait_healthy(&addr).await;
+    let run =
+        |args: &[&str]| cli_with_config(&addr, &config, &[&["--project", "p"], args].concat());
+    for i in 0..20 {
+        run(&["state", "set", "k", &i.to_string()]).out();
+    }
+    first.kill();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _second = common::NodeProc::start_on(&dir, &addr, &[]);
+    wait_healthy(&addr).await;
+    run(&["state", "set", "fresh", "yes"]).out();
+
+    let read = run(&["--min-index", "last", "state", "get", "fresh"]);
+    assert_eq!(read.out().trim(), "yes");
+    assert!(read.stderr.contains("it is forgotten"), "{}", read.stderr);
+    // Forgotten: the next read has the new cluster's index, and nothing to say.
+    let again = run(&["--min-index", "last", "state", "get", "fresh"]);
+    assert_eq!(again.out().trim(), "yes");
+    assert_eq!(again.stderr, "");
+    // An index given by hand is the caller's: refused, not dropped.
+    let given = run(&["--min-index", "1000000", "state", "get", "fresh"]);
+    assert!(
+        !given.ok && given.stderr.contains("was never committed by this cluster"),
+        "{}",
+        given.stderr
     );
 }
 
@@ -1367,6 +1427,7 @@ async fn an_isolated_leader_stops_serving_and_the_majority_goes_on() {
         project: Some("p".into()),
         read_mode: ReadMode::OwnWrites,
         min_index: Some(w.last_index()),
+        min_index_is_hint: false,
         timeout: Duration::from_secs(2),
         ..Default::default()
     })

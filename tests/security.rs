@@ -20,6 +20,7 @@ fn keyed(endpoints: &[String], project: &str, key: Option<&str>, mode: ReadMode)
         project: Some(project.to_string()),
         read_mode: mode,
         min_index: None,
+        min_index_is_hint: false,
         timeout: Duration::from_secs(10),
         api_key: key.map(String::from),
     })
@@ -417,6 +418,7 @@ async fn with_keys_the_nodes_still_work_together_and_strangers_cannot_pose_as_on
             project: Some("p".into()),
             read_mode: ReadMode::Stale,
             min_index: Some(open.last_index()),
+            min_index_is_hint: false,
             timeout: Duration::from_secs(20),
             api_key: Some(admin.clone()),
         })

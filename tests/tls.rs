@@ -45,6 +45,7 @@ fn client(addr: &str) -> Client {
         project: Some("tls".into()),
         read_mode: ReadMode::Linearizable,
         min_index: None,
+        min_index_is_hint: false,
         timeout: Duration::from_secs(3),
         api_key: None,
     })

@@ -93,6 +93,7 @@ fn client(cfg: &BenchConfig, mode: ReadMode) -> Result<Client, ClientError> {
         project: Some(cfg.project.clone()),
         read_mode: mode,
         min_index: None,
+        min_index_is_hint: false,
         timeout: Duration::from_secs(10),
         api_key: cfg.api_key.clone(),
     })

@@ -273,6 +273,17 @@ impl Session {
 
 /// Keeps the newest index `client` saw, for a later `--min-index last`, then passes `result` on.
 fn remembering(client: &Client, result: Result<(), CliError>) -> Result<(), CliError> {
+    if client.min_index_refused() {
+        eprintln!(
+            "note: --min-index last: the index kept for {} was never committed by the cluster \
+             there now (it came from one that ran at these addresses before): it is forgotten, \
+             and the read was served without it",
+            client.endpoints().join(", ")
+        );
+        if let Some(path) = LastIndex::default_path() {
+            let _ = LastIndex::forget(&path, &client.endpoints());
+        }
+    }
     let seen = client.last_index();
     if seen > 0 {
         if let Some(path) = LastIndex::default_path() {
@@ -336,6 +347,7 @@ pub async fn client(g: &Global) -> Result<Client, CliError> {
             None => ReadMode::OwnWrites,
         },
         min_index,
+        min_index_is_hint: g.min_index == Some(MinIndex::Last),
         api_key,
         ..ClientConfig::default()
     };

@@ -65,6 +65,10 @@ pub struct ClientConfig {
     pub read_mode: ReadMode,
     /// Reads wait for at least this applied index.
     pub min_index: Option<u64>,
+    /// The min-index is what this client remembers of its last write (`--min-index last`),
+    /// not the caller's: when the cluster says it never committed it (an index kept from a
+    /// cluster that ran at the same addresses before), reads go on without it.
+    pub min_index_is_hint: bool,
     /// How long one call may take before it is tried elsewhere.
     pub timeout: Duration,
     /// Sent as `authorization: Bearer <key>` with every call.
@@ -78,6 +82,7 @@ impl Default for ClientConfig {
             project: None,
             read_mode: ReadMode::Linearizable,
             min_index: None,
+            min_index_is_hint: false,
             timeout: Duration::from_secs(15),
             api_key: None,
         }
@@ -102,6 +107,9 @@ pub struct Client {
     last_index: Arc<AtomicU64>,
     /// Measured round trips, by endpoint, from the last probe.
     rtts: Arc<Mutex<Vec<Option<Duration>>>>,
+    /// Whether the cluster refused the min-index as one it never committed (see
+    /// [`ClientConfig::min_index_is_hint`]).
+    hint_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether a call changes state (and needs a request id) or reads it.
@@ -140,6 +148,7 @@ impl Client {
             config: Arc::new(config),
             last_index: Arc::new(AtomicU64::new(0)),
             rtts: Arc::new(Mutex::new(vec![None; n])),
+            hint_refused: Arc::default(),
         })
     }
 
@@ -230,6 +239,12 @@ impl Client {
         self.last_index.load(Ordering::SeqCst)
     }
 
+    /// Whether the cluster refused the remembered min-index as one it never committed (the
+    /// reads went on without it).
+    pub fn min_index_refused(&self) -> bool {
+        self.hint_refused.load(Ordering::SeqCst)
+    }
+
     /// The project calls belong to.
     pub fn project(&self) -> Option<&str> {
         self.config.project.as_deref()
@@ -249,7 +264,13 @@ impl Client {
         }
     }
 
-    fn decorate<T>(&self, msg: T, kind: Kind, request_id: &str) -> Result<Request<T>, ClientError> {
+    fn decorate<T>(
+        &self,
+        msg: T,
+        kind: Kind,
+        request_id: &str,
+        min_index: Option<u64>,
+    ) -> Result<Request<T>, ClientError> {
         let mut req = Request::new(msg);
         req.set_timeout(self.config.timeout);
         let md = req.metadata_mut();
@@ -276,15 +297,13 @@ impl Client {
                 // it has applied that index.
                 let named = match self.config.read_mode {
                     ReadMode::Stale => Some("stale"),
-                    ReadMode::Linearizable if self.config.min_index.is_some() => {
-                        Some("linearizable")
-                    }
+                    ReadMode::Linearizable if min_index.is_some() => Some("linearizable"),
                     ReadMode::Linearizable | ReadMode::OwnWrites => None,
                 };
                 if let Some(named) = named {
                     md.insert(CONSISTENCY, named.parse().map_err(|_| bad("consistency"))?);
                 }
-                if let Some(n) = self.config.min_index {
+                if let Some(n) = min_index {
                     md.insert(MIN_INDEX, unindexed(n.into()));
                 }
             }
@@ -312,6 +331,7 @@ impl Client {
         // The last reason a node gave for not serving the call: when time runs out on an
         // attempt that got no answer, it says more than the timeout.
         let mut last_reason: Option<Status> = None;
+        let mut min_index = self.config.min_index;
         loop {
             let leader = match kind {
                 Kind::Write => self.leader.load(Ordering::SeqCst),
@@ -324,7 +344,7 @@ impl Client {
                 self.current.load(Ordering::SeqCst) % n
             };
             let channel = self.endpoints[i].channel.clone();
-            let req = self.decorate(msg.clone(), kind, &request_id)?;
+            let req = self.decorate(msg.clone(), kind, &request_id, min_index)?;
             // A node that stopped answering (frozen, cut off) keeps its connection open: an
             // attempt gets a share of the time, so that the others are tried too.
             let left = deadline.saturating_duration_since(Instant::now());
@@ -376,6 +396,16 @@ impl Client {
                     return Ok(resp.into_inner());
                 }
             };
+            if self.config.min_index_is_hint
+                && min_index.is_some()
+                && status.code() == Code::FailedPrecondition
+                && status.message().contains(FOREIGN_INDEX)
+            {
+                // The remembered index belongs to another cluster: read without it.
+                self.hint_refused.store(true, Ordering::SeqCst);
+                min_index = None;
+                continue;
+            }
             // `Cancelled` is what a call in flight gets when its connection dies with the node.
             // An `Unknown` "transport error" is a connection that broke mid-call.
             let retry = matches!(status.code(), Code::Unavailable | Code::Cancelled)
@@ -447,6 +477,9 @@ impl Client {
         }
     }
 }
+
+/// What a node says of a min-index its cluster never committed.
+const FOREIGN_INDEX: &str = "was never committed by this cluster";
 
 /// No endpoint is known to lead.
 const NO_LEADER: usize = usize::MAX;

@@ -15,7 +15,9 @@ impl From<NodeError> for Status {
             }
             NodeError::Rejected(Rejection::Invalid(_)) => Status::invalid_argument(msg),
             NodeError::Rejected(Rejection::Unauthorized(_)) => Status::unauthenticated(msg),
-            NodeError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            NodeError::FailedPrecondition(_) | NodeError::ForeignIndex { .. } => {
+                Status::failed_precondition(msg)
+            }
             NodeError::NoLeader | NodeError::Unavailable(_) | NodeError::ShuttingDown => {
                 Status::unavailable(msg)
             }

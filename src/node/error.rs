@@ -24,6 +24,12 @@ pub enum NodeError {
         "timed out after {0:?} waiting for the node to apply log index {1} (it has applied {2})"
     )]
     IndexTimeout(std::time::Duration, u64, u64),
+    #[error(
+        "log index {index} was never committed by this cluster (all it has committed is at or \
+         below {read}): the index comes from another cluster, perhaps one that ran at these \
+         addresses before"
+    )]
+    ForeignIndex { index: u64, read: u64 },
     #[error("raft: {0}")]
     Raft(String),
     #[error(transparent)]

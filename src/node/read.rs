@@ -13,6 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 /// How long a read waits for this node to apply the index it needs.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a read waits for its min-index before it asks whether the cluster ever committed it.
+const FOREIGN_CHECK: Duration = Duration::from_millis(200);
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
@@ -38,12 +41,38 @@ impl Node {
         // changes may still be held in memory: waiting for them has them written at once); a
         // write it forwarded to the leader is read back with its index as the min-index.
         let floor = opts.min_index.unwrap_or(0).max(self.answered_index());
-        self.wait_applied(floor).await?;
+        match opts.min_index {
+            Some(min) if min > self.applied_index() => {
+                if let Ok(reached) =
+                    tokio::time::timeout(FOREIGN_CHECK, self.wait_applied(floor)).await
+                {
+                    reached?;
+                } else {
+                    self.check_not_foreign(min).await?;
+                    self.wait_applied(floor).await?;
+                }
+            }
+            _ => self.wait_applied(floor).await?,
+        }
         if opts.consistency == Consistency::Linearizable {
             let index = self.read_index().await?;
             self.wait_applied(index).await?;
         }
         Ok(self.applied_index())
+    }
+
+    /// Refuses a min-index this cluster never committed: every index a client is given was
+    /// committed, and the read index covers all of them, so one past it comes from another
+    /// cluster (one that ran at the same addresses before, whose index a client kept). Without
+    /// a leader to ask, the read just goes on waiting.
+    async fn check_not_foreign(&self, min: u64) -> Result<(), NodeError> {
+        if let Ok(Ok(read)) = tokio::time::timeout(Duration::from_secs(1), self.read_index()).await
+        {
+            if read < min {
+                return Err(NodeError::ForeignIndex { index: min, read });
+            }
+        }
+        Ok(())
     }
 
     /// The index a linearizable read must wait for: the leader's commit index after it confirmed

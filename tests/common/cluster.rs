@@ -110,6 +110,7 @@ impl Cluster {
             project: Some(project.to_string()),
             read_mode: ReadMode::Stale,
             min_index: Some(min_index),
+            min_index_is_hint: false,
             timeout: Duration::from_secs(20),
             api_key: None,
         })

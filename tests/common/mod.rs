@@ -225,6 +225,7 @@ pub fn client_for(endpoints: &[String], project: &str, mode: ReadMode) -> Client
         project: Some(project.to_string()),
         read_mode: mode,
         min_index: None,
+        min_index_is_hint: false,
         timeout: Duration::from_secs(20),
         api_key: None,
     })
