@@ -831,16 +831,15 @@ async fn a_write_without_a_quorum_fails_saying_why() {
         .unwrap_err();
     assert_eq!(err.code, tonic::Code::Unavailable, "{err:?}");
     assert!(
-        err.message.starts_with("no quorum") && err.message.contains("it needs 2 of them"),
+        err.message.starts_with("no quorum") && err.message.contains("2 of the 3 voters"),
         "the leader without its followers: {err:?}"
     );
     // `cluster status` at that leader says so too.
     let status = c.nodes[leader].cli(&["cluster", "status"]);
     assert!(
-        status.stderr.contains(&format!(
-            "node {} leads but has heard from no majority",
-            c.nodes[leader].id
-        )),
+        status
+            .stderr
+            .contains(&format!("node {} leads, but for", c.nodes[leader].id)),
         "{status:?}"
     );
     let json = c.nodes[leader]
@@ -854,8 +853,35 @@ async fn a_write_without_a_quorum_fails_saying_why() {
         .unwrap()
         .clone();
     assert!(me["no_quorum_ms"].as_u64().unwrap() >= 3000, "{json}");
-    // The leader stops too; a follower started again alone finds no leader.
+    // Started again with its followers still down, it leads again at once (its vote says so)
+    // without ever hearing from them: that is a leader without a quorum too.
     c.nodes[leader].kill();
+    c.nodes[leader].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json = c.nodes[leader]
+            .cli(&["cluster", "status", "--format", "json"])
+            .json();
+        let me = json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == c.nodes[leader].id)
+            .unwrap()
+            .clone();
+        if me["state"] == "leader" && me["no_quorum_ms"].as_u64().unwrap() >= 3000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported: {json}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let err = alone(&c.nodes[leader].addr)
+        .state_set(set("k", "v"))
+        .await
+        .unwrap_err();
+    assert!(err.message.starts_with("no quorum"), "{err:?}");
+    c.nodes[leader].kill();
+    // The leader stops again; a follower started again alone finds no leader.
     c.nodes[followers[0]].restart();
     let err = alone(&c.nodes[followers[0]].addr)
         .state_set(set("k", "v"))
@@ -996,10 +1022,23 @@ async fn reads_have_the_changes_they_need_written_at_once() {
         "a linearizable read at a follower"
     );
     done.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Refused as never committed; one whose read index came late (a loaded machine) may
+    // have waited out its time instead.
     let refusals = waiting.await.unwrap();
-    assert!(!refusals.is_empty());
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e.code == tonic::Code::FailedPrecondition),
+        "{refusals:?}"
+    );
     for err in refusals {
-        assert_eq!(err.code, tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            matches!(
+                err.code,
+                tonic::Code::FailedPrecondition | tonic::Code::DeadlineExceeded
+            ),
+            "{err:?}"
+        );
     }
     assert!(
         checked >= 3,

@@ -186,8 +186,8 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 }
                 for n in r.nodes.iter().filter(|n| n.no_quorum_ms > 0) {
                     eprintln!(
-                        "node {} leads but has heard from no majority of the voters for {:.1} s: \
-                         it can neither commit writes nor confirm reads (the others may have \
+                        "node {} leads, but for {:.1} s no majority of the voters has answered \
+                         it: it can neither commit writes nor confirm reads (the others may have \
                          elected a leader of their own)",
                         n.node_id,
                         n.no_quorum_ms as f64 / 1000.0

@@ -277,7 +277,7 @@ fn remembering(client: &Client, result: Result<(), CliError>) -> Result<(), CliE
         eprintln!(
             "note: --min-index last: the index kept for {} was never committed by the cluster \
              there now (it came from one that ran at these addresses before): it is forgotten, \
-             and the read was served without it",
+             and the read was made without it",
             client.endpoints().join(", ")
         );
         if let Some(path) = LastIndex::default_path() {

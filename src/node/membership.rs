@@ -270,8 +270,8 @@ impl Node {
             lag: 0,
             reachable: true,
             no_quorum_ms: self
-                .quorum_silence(None)
-                .map_or(0, |(silent, _)| silent.as_millis() as u64),
+                .quorum_silence()
+                .map_or(0, |silent| silent.as_millis() as u64),
         }
     }
 }

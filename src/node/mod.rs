@@ -8,6 +8,7 @@ mod error;
 mod expiry;
 mod membership;
 mod propose;
+mod quorum;
 mod read;
 mod start;
 pub mod vote;
@@ -55,11 +56,13 @@ pub struct Node {
     batcher: batch::Batcher,
     /// Lets concurrent linearizable reads share one read index.
     reads: read::ReadIndexQueue,
-    /// When this node led as it stopped, its last log index at start: see
-    /// [`read::restored_leadership`].
-    restored_lead: Option<u64>,
+    /// When this node led as it stopped, the term of that leadership and its last log index
+    /// at start: see [`read::restored_leadership`].
+    restored_lead: Option<(u64, u64)>,
     /// How long a write waits for a leader, or for its leader to hear from a majority.
     patience: std::time::Duration,
+    /// Since when this node leads.
+    leadership: quorum::Leadership,
     /// Whether fault-injection failpoints may be set (`aide serve --failpoints`).
     pub failpoints: bool,
     /// The peers a failpoint cuts this node off from.

@@ -132,7 +132,7 @@ impl Node {
         // may catch up later by a snapshot): the write is given up, to be retried with its
         // request id, rather than waited for forever; at once when the leader has heard from
         // no majority of the voters for longer than an election takes.
-        if let Some(text) = self.no_quorum_text(None) {
+        if let Some(text) = self.no_quorum_text() {
             return Err(ProposeError::NoQuorum(text));
         }
         let started = Instant::now();
@@ -143,7 +143,7 @@ impl Node {
                 written = &mut write => break written,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
-            if let Some(text) = self.no_quorum_text(Some(started.elapsed())) {
+            if let Some(text) = self.no_quorum_text() {
                 return Err(ProposeError::NoQuorum(text));
             }
             if started.elapsed() >= WRITE_TIMEOUT {
@@ -162,66 +162,6 @@ impl Node {
             Err(RaftError::APIError(e)) => Err(ProposeError::Raft(e.to_string())),
             Err(RaftError::Fatal(_)) => Err(ProposeError::ShuttingDown),
         }
-    }
-
-    /// When this node leads but has heard from no majority of the voters for at least
-    /// [`Node::patience`] (or, knowing of no acknowledgement, for the time a write `waited`):
-    /// for how long, and the voters.
-    pub(crate) fn quorum_silence(
-        &self,
-        waited: Option<Duration>,
-    ) -> Option<(Duration, Vec<crate::raft::NodeId>)> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        if m.state != openraft::ServerState::Leader {
-            return None;
-        }
-        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
-        if voters.len() < 2 {
-            return None;
-        }
-        let silent = m
-            .millis_since_quorum_ack
-            .map(Duration::from_millis)
-            .or(waited)?;
-        (silent >= self.patience).then_some((silent, voters))
-    }
-
-    /// Why a write is not committed, when this node leads without a quorum.
-    fn no_quorum_text(&self, waited: Option<Duration>) -> Option<String> {
-        let (silent, voters) = self.quorum_silence(waited)?;
-        Some(format!(
-            "no quorum: node {} leads but has heard from no majority of the {} voters ({}) for \
-             {:.1} s; it needs {} of them: the write is not committed (it may still be applied \
-             if they come back; retrying it applies it once)",
-            self.id,
-            voters.len(),
-            id_list(&voters),
-            silent.as_secs_f64(),
-            voters.len() / 2 + 1
-        ))
-    }
-
-    /// Why a write found no leader for `waited`.
-    fn no_leader_text(&self, waited: Duration) -> String {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
-        if voters.is_empty() {
-            return format!(
-                "no leader: node {} is in no cluster yet (`aide cluster init` starts one, \
-                 `aide cluster join` adds it to one)",
-                self.id
-            );
-        }
-        format!(
-            "no leader: none was elected in {:.1} s; an election needs {} of the {} voters \
-             ({}) running and reaching each other (`aide cluster status` shows which answer)",
-            waited.as_secs_f64(),
-            voters.len() / 2 + 1,
-            voters.len(),
-            id_list(&voters)
-        )
     }
 
     async fn forward(
@@ -245,6 +185,8 @@ impl Node {
             _ if s.metadata().contains_key(NO_QUORUM) => {
                 ProposeError::NoQuorum(s.message().to_string())
             }
+            // "node N is not the leader": a leader change under way.
+            tonic::Code::FailedPrecondition => ProposeError::NotLeader,
             tonic::Code::Internal | tonic::Code::InvalidArgument | tonic::Code::Unimplemented => {
                 ProposeError::Raft(format!(
                     "the leader at {addr} failed the write: {}",
@@ -260,16 +202,6 @@ impl Node {
         let results: Vec<CommandResult> =
             decode(&resp.results).map_err(|e| ProposeError::Raft(e.to_string()))?;
         Ok((results, resp.log_index))
-    }
-}
-
-/// "nodes 1, 2 and 3".
-fn id_list(ids: &[crate::raft::NodeId]) -> String {
-    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    match names.split_last() {
-        None => String::new(),
-        Some((last, [])) => format!("node {last}"),
-        Some((last, rest)) => format!("nodes {} and {last}", rest.join(", ")),
     }
 }
 

@@ -43,13 +43,15 @@ impl Node {
         let floor = opts.min_index.unwrap_or(0).max(self.answered_index());
         match opts.min_index {
             Some(min) if min > self.applied_index() => {
+                let started = tokio::time::Instant::now();
                 if let Ok(reached) =
                     tokio::time::timeout(FOREIGN_CHECK, self.wait_applied(floor)).await
                 {
                     reached?;
                 } else {
                     self.check_not_foreign(min).await?;
-                    self.wait_applied(floor).await?;
+                    let left = READ_WAIT.saturating_sub(started.elapsed());
+                    self.wait_applied_within(floor, left).await?;
                 }
             }
             _ => self.wait_applied(floor).await?,
@@ -92,13 +94,13 @@ impl Node {
         match self.raft.get_read_log_id().await {
             Ok((read, _)) => {
                 let index = read.map_or(0, |l| l.index);
-                // Leading again in the term it led in before it stopped, this node may have
-                // acknowledged any entry of its log: a read reflects them all. Not only while the
-                // metrics still show that term: a higher vote seen after the leadership was
-                // confirmed would skip it. A later leadership's read index is past them anyway.
+                // Confirmed in the leadership this node restored at start (the read log id's
+                // term says which leadership confirmed it, which the metrics, read later, may
+                // not), it may have acknowledged any entry of its log: a read reflects them all.
+                let term = read.map(|l| l.leader_id.term);
                 Ok(match self.restored_lead {
-                    Some(last) => index.max(last),
-                    None => index,
+                    Some((restored, last)) if term == Some(restored) => index.max(last),
+                    _ => index,
                 })
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -133,6 +135,11 @@ impl Node {
 
     /// Waits until this node has applied `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        self.wait_applied_within(index, READ_WAIT).await
+    }
+
+    /// Waits up to `limit` until this node has applied `index`.
+    async fn wait_applied_within(&self, index: u64, limit: Duration) -> Result<(), NodeError> {
         // Its changes may be held in memory: have them written now (or once applied).
         let _wanted = (self.applied_index() < index).then(|| self.landing.want(index));
         let mut applied = self.applied.clone();
@@ -146,7 +153,7 @@ impl Node {
                 .await
                 .map(|_| ())
         };
-        match tokio::time::timeout(READ_WAIT, reached).await {
+        match tokio::time::timeout(limit, reached).await {
             Ok(Ok(_)) if self.applied_index() < index && failed() => Err(NodeError::Unavailable(
                 "this node could not write applied entries to its store (its log says why); \
                  ask another node"
@@ -163,7 +170,7 @@ impl Node {
     }
 }
 
-/// The last log index of a node whose leadership openraft restores at start. A node whose saved
+/// The term and last log index of a node whose leadership openraft restores at start. A node whose saved
 /// vote is a committed one for itself leads again at once, without an election, knowing the
 /// commit index it last saved, which is not flushed and can be older than entries it
 /// acknowledged before it stopped. Its read index (that commit index, or the first entry of its
@@ -172,7 +179,7 @@ impl Node {
 pub(crate) async fn restored_leadership(
     log: &mut crate::raft::log_store::LogStore,
     id: crate::raft::NodeId,
-) -> Result<Option<u64>, crate::raft::StorageError> {
+) -> Result<Option<(u64, u64)>, crate::raft::StorageError> {
     use openraft::storage::RaftLogStorage;
     let Some(vote) = log.read_vote().await? else {
         return Ok(None);
@@ -181,7 +188,7 @@ pub(crate) async fn restored_leadership(
         return Ok(None);
     }
     let last = log.get_log_state().await?.last_log_id;
-    Ok(Some(last.map_or(0, |l| l.index)))
+    Ok(Some((vote.leader_id.term, last.map_or(0, |l| l.index))))
 }
 
 type ReadIndexReply = oneshot::Sender<Result<u64, NodeError>>;

@@ -323,6 +323,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         reads,
         restored_lead,
         patience: config.timing.patience(),
+        leadership: Default::default(),
         failpoints: config.failpoints,
         isolation,
         audit: Arc::new(crate::audit::AuditLog::new(&config.data_dir)),
@@ -333,6 +334,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
+    tokio::spawn(super::quorum::watch_leadership(Arc::downgrade(&node)));
 
     let (stop_server, stopped) = oneshot::channel::<()>();
     let router = grpc::router(node.clone());

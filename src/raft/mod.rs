@@ -61,9 +61,10 @@ pub struct RaftTiming {
 impl RaftTiming {
     /// How long a write waits while no leader is elected, or while its leader hears from no
     /// majority of the voters, before it fails saying so: ten election timeouts, at least 3 s
-    /// (an election normally takes well under one second).
+    /// (an election normally takes well under one second) and at most 8 s (a write gives up
+    /// after 10 s in any case).
     pub fn patience(&self) -> std::time::Duration {
-        std::time::Duration::from_millis((self.election_max_ms * 10).max(3_000))
+        std::time::Duration::from_millis((self.election_max_ms * 10).clamp(3_000, 8_000))
     }
 }
 
