@@ -805,9 +805,10 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
     );
 }
 
-/// Without a quorum a write fails saying why, before the client's time runs out: a leader that
-/// lost its followers says it hears from no majority, a node left alone that no leader is
-/// elected. (The client keeps trying meanwhile, and returns the node's reason at the end.)
+/// Without a quorum a write or a linearizable read fails saying why, once the node has waited
+/// longer than an election takes, and the client stops there rather than trying until its own
+/// time runs out: a leader that lost its followers says no majority answers it, a node left
+/// alone that it has known no leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_a_quorum_fails_saying_why() {
     let mut c = Cluster::start(3, &[]).await;
@@ -816,23 +817,39 @@ async fn a_write_without_a_quorum_fails_saying_why() {
     for &f in &followers {
         c.nodes[f].kill();
     }
+    // The client's own timeout is 15 s: each failure below comes before it.
+    let timeout = Duration::from_secs(15);
     let alone = |addr: &str| {
         aide::client::Client::new(aide::client::ClientConfig {
             endpoints: vec![addr.to_string()],
             project: Some("p".into()),
-            timeout: Duration::from_secs(8),
+            timeout,
             ..Default::default()
         })
         .unwrap()
     };
+    let asked = Instant::now();
     let err = alone(&c.nodes[leader].addr)
         .state_set(set("k", "v"))
         .await
         .unwrap_err();
+    assert!(asked.elapsed() < timeout, "{err:?}");
     assert_eq!(err.code, tonic::Code::Unavailable, "{err:?}");
     assert!(
         err.message.starts_with("no quorum") && err.message.contains("2 of the 3 voters"),
         "the leader without its followers: {err:?}"
+    );
+    let asked = Instant::now();
+    let err = alone(&c.nodes[leader].addr)
+        .state_get(get("k"))
+        .await
+        .unwrap_err();
+    assert!(asked.elapsed() < timeout, "{err:?}");
+    assert!(
+        err.message.starts_with("no quorum")
+            && err.message.contains("confirm a linearizable read")
+            && err.message.contains("--consistency stale"),
+        "a linearizable read at the leader without its followers: {err:?}"
     );
     // `cluster status` at that leader says so too.
     let status = c.nodes[leader].cli(&["cluster", "status"]);
@@ -883,14 +900,26 @@ async fn a_write_without_a_quorum_fails_saying_why() {
     c.nodes[leader].kill();
     // The leader stops again; a follower started again alone finds no leader.
     c.nodes[followers[0]].restart();
+    let asked = Instant::now();
     let err = alone(&c.nodes[followers[0]].addr)
         .state_set(set("k", "v"))
         .await
         .unwrap_err();
+    assert!(asked.elapsed() < timeout, "{err:?}");
     assert!(
         err.message.starts_with("no leader") && err.message.contains("needs 2 of the 3 voters"),
         "a node left alone: {err:?}"
     );
+    let err = alone(&c.nodes[followers[0]].addr)
+        .state_get(get("k"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.starts_with("no leader") && err.message.contains("--consistency stale"),
+        "a linearizable read at a node left alone: {err:?}"
+    );
+    let status = c.nodes[followers[0]].cli(&["cluster", "status"]);
+    assert!(status.stderr.contains("no leader is known"), "{status:?}");
     // Through the CLI, with the survivor and a node that is gone: the same reason.
     let remote = format!("{},{}", c.nodes[followers[0]].addr, c.nodes[leader].addr);
     let out = common::cli(&remote, &["--project", "p", "state", "set", "k", "v"]);

@@ -184,6 +184,13 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 if r.nodes.is_empty() {
                     eprintln!("{NOT_A_MEMBER}");
                 }
+                if r.leader_id == 0 && !r.nodes.is_empty() {
+                    eprintln!(
+                        "no leader is known: electing one needs a majority of the voters running \
+                         and reaching each other (those shown unreachable are not); stale reads \
+                         (`--consistency stale`) are still served"
+                    );
+                }
                 for n in r.nodes.iter().filter(|n| n.no_quorum_ms > 0) {
                     eprintln!(
                         "node {} leads, but for {:.1} s no majority of the voters has answered \

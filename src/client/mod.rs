@@ -332,6 +332,9 @@ impl Client {
         // attempt that got no answer, it says more than the timeout.
         let mut last_reason: Option<Status> = None;
         let mut min_index = self.config.min_index;
+        // Endpoints that refused the connection or answered that they gave up waiting for a
+        // leader or a quorum: once every one has, the call ends with the reason.
+        let mut settled = vec![false; n];
         loop {
             let leader = match kind {
                 Kind::Write => self.leader.load(Ordering::SeqCst),
@@ -420,6 +423,14 @@ impl Client {
             }
             if is_reason {
                 last_reason = Some(status.clone());
+            }
+            if is_connect_error(&status)
+                || (answered && status.metadata().contains_key(crate::node::GAVE_UP))
+            {
+                settled[i] = true;
+            }
+            if let Some(reason) = last_reason.as_ref().filter(|_| settled.iter().all(|s| *s)) {
+                return Err(reason.clone().into());
             }
             attempt += 1;
             if to_leader {

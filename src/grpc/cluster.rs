@@ -235,13 +235,6 @@ impl ClusterService for Cluster {
                 "node {} is not the leader",
                 self.node.id
             ))),
-            Err(crate::node::ProposeError::NoQuorum(text)) => {
-                let mut status = Status::unavailable(text);
-                status
-                    .metadata_mut()
-                    .insert(crate::node::NO_QUORUM, "1".parse().expect("ascii"));
-                Err(status)
-            }
             Err(e) => Err(NodeError::from(e).into()),
         }
     }
@@ -259,6 +252,7 @@ impl ClusterService for Cluster {
         }
         match self.node.read_index().await {
             Ok(index) => Ok(Response::new(pb::ReadIndexResponse { index })),
+            Err(e @ NodeError::GaveUp(_)) => Err(e.into()),
             Err(e) => Err(Status::from(NodeError::Unavailable(format!(
                 "node {} cannot confirm a read: {e}",
                 self.node.id

@@ -21,6 +21,13 @@ impl From<NodeError> for Status {
             NodeError::NoLeader | NodeError::Unavailable(_) | NodeError::ShuttingDown => {
                 Status::unavailable(msg)
             }
+            NodeError::GaveUp(_) => {
+                let mut status = Status::unavailable(msg);
+                status
+                    .metadata_mut()
+                    .insert(crate::node::GAVE_UP, "1".parse().expect("ascii"));
+                status
+            }
             NodeError::IndexTimeout(..) => Status::deadline_exceeded(msg),
             NodeError::Raft(_) | NodeError::Store(_) | NodeError::Search(_) => {
                 tracing::error!(error = %msg, "request failed");

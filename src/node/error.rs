@@ -20,6 +20,10 @@ pub enum NodeError {
     NoLeader,
     #[error("{0}")]
     Unavailable(String),
+    /// The node waited its patience for a leader or a quorum: trying it again at once would
+    /// only wait again.
+    #[error("{0}")]
+    GaveUp(String),
     #[error(
         "timed out after {0:?} waiting for the node to apply log index {1} (it has applied {2})"
     )]

@@ -15,8 +15,9 @@ pub mod vote;
 
 pub use clock::{wall_nanos, Clock, Tick};
 pub use error::NodeError;
+pub(crate) use propose::ProposeError;
 pub use propose::WriteMeta;
-pub(crate) use propose::{ProposeError, NO_QUORUM};
+pub use quorum::GAVE_UP;
 pub use read::{Consistency, ReadOptions};
 pub use start::{start, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
 

@@ -3,6 +3,7 @@
 //! or forwarded to the leader. Across a leader change the same envelope is retried: its request
 //! id makes the state machine apply it once.
 
+use super::quorum::Serving;
 use super::{Node, NodeError, Tick};
 use crate::command::validate::Invalid;
 use crate::command::{Command, CommandResult, Envelope, Proposal};
@@ -11,9 +12,6 @@ use crate::grpc::pb::cluster::ForwardRequest;
 use crate::storage::codec::{decode, encode};
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::{Duration, Instant};
-
-/// Marks a forwarded write's failure as the leader's "no quorum" (not worth trying again at once).
-pub(crate) const NO_QUORUM: &str = "x-aide-no-quorum";
 
 /// How long a write keeps trying to reach a leader before it fails.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,11 +77,11 @@ impl Node {
             if started.elapsed() >= self.patience {
                 match error {
                     ProposeError::NoLeader => {
-                        return Err(NodeError::Unavailable(
-                            self.no_leader_text(started.elapsed()),
+                        return Err(NodeError::GaveUp(
+                            self.no_leader_text(started.elapsed(), Serving::Write),
                         ))
                     }
-                    ProposeError::Unavailable(_) => return Err(error.into()),
+                    ProposeError::Unavailable(m) => return Err(NodeError::GaveUp(m)),
                     // A leader change under way: it goes on until the write's own deadline.
                     _ => {}
                 }
@@ -132,8 +130,8 @@ impl Node {
         // may catch up later by a snapshot): the write is given up, to be retried with its
         // request id, rather than waited for forever; at once when the leader has heard from
         // no majority of the voters for longer than an election takes.
-        if let Some(text) = self.no_quorum_text() {
-            return Err(ProposeError::NoQuorum(text));
+        if let Some(text) = self.no_quorum_text(Serving::Write) {
+            return Err(ProposeError::GaveUp(text));
         }
         let started = Instant::now();
         let write = self.raft.client_write(Proposal { envelopes });
@@ -143,8 +141,8 @@ impl Node {
                 written = &mut write => break written,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
-            if let Some(text) = self.no_quorum_text() {
-                return Err(ProposeError::NoQuorum(text));
+            if let Some(text) = self.no_quorum_text(Serving::Write) {
+                return Err(ProposeError::GaveUp(text));
             }
             if started.elapsed() >= WRITE_TIMEOUT {
                 return Err(ProposeError::Unavailable(format!(
@@ -182,8 +180,8 @@ impl Node {
         // Only an answer from the leader that it failed the write is final; a lost connection
         // (unavailable, cancelled, unknown) or a leader that moved is tried again.
         let resp = client.forward(req).await.map_err(|s| match s.code() {
-            _ if s.metadata().contains_key(NO_QUORUM) => {
-                ProposeError::NoQuorum(s.message().to_string())
+            _ if s.metadata().contains_key(super::GAVE_UP) => {
+                ProposeError::GaveUp(s.message().to_string())
             }
             // "node N is not the leader": a leader change under way.
             tonic::Code::FailedPrecondition => ProposeError::NotLeader,
@@ -214,9 +212,9 @@ pub(crate) enum ProposeError {
     NotLeader,
     /// The leader could not be reached or did not take it.
     Unavailable(String),
-    /// The leader has heard from no majority for longer than an election takes: trying again
-    /// at once would only add entries it cannot commit.
-    NoQuorum(String),
+    /// The leader waited its patience for a quorum (here, or when it answered a forwarded
+    /// write): trying again at once would only add entries it cannot commit.
+    GaveUp(String),
     Raft(String),
     ShuttingDown,
 }
@@ -235,7 +233,8 @@ impl From<ProposeError> for NodeError {
     fn from(e: ProposeError) -> NodeError {
         match e {
             ProposeError::NoLeader | ProposeError::NotLeader => NodeError::NoLeader,
-            ProposeError::Unavailable(m) | ProposeError::NoQuorum(m) => NodeError::Unavailable(m),
+            ProposeError::Unavailable(m) => NodeError::Unavailable(m),
+            ProposeError::GaveUp(m) => NodeError::GaveUp(m),
             ProposeError::Raft(m) => NodeError::Raft(m),
             ProposeError::ShuttingDown => NodeError::ShuttingDown,
         }

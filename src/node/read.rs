@@ -2,6 +2,7 @@
 //! reflects what the client asked for — everything committed before the read (linearizable, the
 //! default), at least a given log index, or whatever this node has (stale).
 
+use super::quorum::Serving;
 use super::{Node, NodeError};
 use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
 use crate::grpc::pb::cluster::ReadIndexRequest;
@@ -105,7 +106,12 @@ impl Node {
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 let Some(node) = f.leader_node else {
-                    return Err(NodeError::NoLeader);
+                    // Without a leader for longer than an election takes: say why, and that
+                    // trying again at once will not help.
+                    return Err(match self.leaderless_for() {
+                        Some(d) => NodeError::GaveUp(self.no_leader_text(d, Serving::Read)),
+                        None => NodeError::NoLeader,
+                    });
                 };
                 if let Some(id) = f.leader_id {
                     if crate::raft::network::isolated(&self.isolation, id) {
@@ -118,6 +124,9 @@ impl Node {
                 let mut req = self.node_request(ReadIndexRequest {});
                 req.set_timeout(READ_WAIT);
                 let resp = client.read_index(req).await.map_err(|s| {
+                    if s.metadata().contains_key(super::GAVE_UP) {
+                        return NodeError::GaveUp(s.message().to_string());
+                    }
                     NodeError::Unavailable(format!(
                         "the leader at {} could not confirm a read: {}",
                         node.addr,
@@ -126,9 +135,16 @@ impl Node {
                 })?;
                 Ok(resp.into_inner().index)
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
-                NodeError::Unavailable(format!("no quorum to confirm a linearizable read: {e}")),
-            ),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(match self.no_quorum_text(Serving::Read) {
+                    Some(text) => NodeError::GaveUp(text),
+                    None => NodeError::Unavailable(
+                        "no quorum to confirm a linearizable read just now: a majority of the \
+                         voters did not answer the leader"
+                            .to_string(),
+                    ),
+                })
+            }
             Err(RaftError::Fatal(_)) => Err(NodeError::ShuttingDown),
         }
     }
@@ -235,6 +251,7 @@ fn copy(r: &Result<u64, NodeError>) -> Result<u64, NodeError> {
         Ok(i) => Ok(*i),
         Err(NodeError::NoLeader) => Err(NodeError::NoLeader),
         Err(NodeError::ShuttingDown) => Err(NodeError::ShuttingDown),
+        Err(NodeError::GaveUp(m)) => Err(NodeError::GaveUp(m.clone())),
         Err(e) => Err(NodeError::Unavailable(e.to_string())),
     }
 }
