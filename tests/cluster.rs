@@ -805,6 +805,15 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
     );
 }
 
+/// What `aide cluster status --format json` at `node` says of that node itself.
+fn own_status(node: &common::NodeProc) -> serde_json::Value {
+    let json = node.cli(&["cluster", "status", "--format", "json"]).json();
+    let own = json["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == node.id).cloned());
+    own.unwrap_or_else(|| panic!("node {} is not in its own status: {json}", node.id))
+}
+
 /// Without a quorum a write or a linearizable read fails saying why, once the node has waited
 /// longer than an election takes, and the client stops there rather than trying until its own
 /// time runs out: a leader that lost its followers says no majority answers it, a node left
@@ -859,37 +868,19 @@ async fn a_write_without_a_quorum_fails_saying_why() {
             .contains(&format!("node {} leads, but for", c.nodes[leader].id)),
         "{status:?}"
     );
-    let json = c.nodes[leader]
-        .cli(&["cluster", "status", "--format", "json"])
-        .json();
-    let me = json["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == c.nodes[leader].id)
-        .unwrap()
-        .clone();
-    assert!(me["no_quorum_ms"].as_u64().unwrap() >= 3000, "{json}");
+    let me = own_status(&c.nodes[leader]);
+    assert!(me["no_quorum_ms"].as_u64().unwrap() >= 3000, "{me}");
     // Started again with its followers still down, it leads again at once (its vote says so)
     // without ever hearing from them: that is a leader without a quorum too.
     c.nodes[leader].kill();
     c.nodes[leader].restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let json = c.nodes[leader]
-            .cli(&["cluster", "status", "--format", "json"])
-            .json();
-        let me = json["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["node_id"] == c.nodes[leader].id)
-            .unwrap()
-            .clone();
+        let me = own_status(&c.nodes[leader]);
         if me["state"] == "leader" && me["no_quorum_ms"].as_u64().unwrap() >= 3000 {
             break;
         }
-        assert!(Instant::now() < deadline, "never reported: {json}");
+        assert!(Instant::now() < deadline, "never reported: {me}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let err = alone(&c.nodes[leader].addr)
