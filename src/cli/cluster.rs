@@ -50,6 +50,7 @@ fn status_json(n: &NodeStatus) -> Value {
         "lag": n.lag,
         "reachable": n.reachable,
         "no_quorum_ms": n.no_quorum_ms,
+        "no_leader_ms": n.no_leader_ms,
     })
 }
 
@@ -184,11 +185,13 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 if r.nodes.is_empty() {
                     eprintln!("{NOT_A_MEMBER}");
                 }
-                if r.leader_id == 0 && !r.nodes.is_empty() {
+                for n in r.nodes.iter().filter(|n| n.no_leader_ms > 0) {
                     eprintln!(
-                        "no leader is known: electing one needs a majority of the voters running \
-                         and reaching each other (those shown unreachable are not); stale reads \
-                         (`--consistency stale`) are still served"
+                        "node {} has known no leader for {:.1} s: electing one needs a majority of \
+                         the voters running and reaching each other (those shown unreachable are \
+                         not); stale reads (`--consistency stale`) are still served",
+                        n.node_id,
+                        n.no_leader_ms as f64 / 1000.0
                     );
                 }
                 for n in r.nodes.iter().filter(|n| n.no_quorum_ms > 0) {

@@ -332,9 +332,11 @@ impl Client {
         // attempt that got no answer, it says more than the timeout.
         let mut last_reason: Option<Status> = None;
         let mut min_index = self.config.min_index;
-        // Endpoints that refused the connection or answered that they gave up waiting for a
-        // leader or a quorum: once every one has, the call ends with the reason.
+        // Endpoints whose last outcome was a connection this client could not make, or an
+        // answer that the node gave up waiting for a leader or a quorum: once every one is so
+        // and one gave up, the call ends with that reason.
         let mut settled = vec![false; n];
+        let mut gave_up: Option<Status> = None;
         loop {
             let leader = match kind {
                 Kind::Write => self.leader.load(Ordering::SeqCst),
@@ -424,12 +426,16 @@ impl Client {
             if is_reason {
                 last_reason = Some(status.clone());
             }
-            if is_connect_error(&status)
-                || (answered && status.metadata().contains_key(crate::node::GAVE_UP))
-            {
-                settled[i] = true;
+            // A connect error of this client's own carries its cause; a node's answer (which may
+            // quote a connect error of its own) does not.
+            let refused_here =
+                std::error::Error::source(&status).is_some() && is_connect_error(&status);
+            let node_gave_up = answered && status.metadata().contains_key(crate::node::GAVE_UP);
+            settled[i] = refused_here || node_gave_up;
+            if node_gave_up {
+                gave_up = Some(status.clone());
             }
-            if let Some(reason) = last_reason.as_ref().filter(|_| settled.iter().all(|s| *s)) {
+            if let Some(reason) = gave_up.as_ref().filter(|_| settled.iter().all(|s| *s)) {
                 return Err(reason.clone().into());
             }
             attempt += 1;

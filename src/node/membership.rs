@@ -272,6 +272,7 @@ impl Node {
             no_quorum_ms: self
                 .quorum_silence()
                 .map_or(0, |silent| silent.as_millis() as u64),
+            no_leader_ms: self.leaderless_for().map_or(0, |d| d.as_millis() as u64),
         }
     }
 }

@@ -63,8 +63,7 @@ impl Node {
         &self,
         envelopes: Vec<Envelope>,
     ) -> Result<(Vec<CommandResult>, u64), NodeError> {
-        let started = Instant::now();
-        let deadline = started + WRITE_TIMEOUT;
+        let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut metrics = self.raft.metrics();
         loop {
             let error = match self.batcher.submit(envelopes.clone(), false).await {
@@ -72,19 +71,10 @@ impl Node {
                 Err(e) if e.retryable() => e,
                 Err(e) => return Err(e.into()),
             };
-            // No leader, or one that cannot commit, for longer than an election takes: say so
-            // now rather than when the client's time runs out.
-            if started.elapsed() >= self.patience {
-                match error {
-                    ProposeError::NoLeader => {
-                        return Err(NodeError::GaveUp(
-                            self.no_leader_text(started.elapsed(), Serving::Write),
-                        ))
-                    }
-                    ProposeError::Unavailable(m) => return Err(NodeError::GaveUp(m)),
-                    // A leader change under way: it goes on until the write's own deadline.
-                    _ => {}
-                }
+            // No leader for longer than an election takes: say so now rather than when the
+            // client's time runs out. (A leader that cannot commit says so itself: GaveUp.)
+            if let (ProposeError::NoLeader, Some(d)) = (&error, self.leaderless_for()) {
+                return Err(NodeError::GaveUp(self.no_leader_text(d, Serving::Write)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

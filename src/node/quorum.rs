@@ -115,9 +115,8 @@ impl Node {
         ))
     }
 
-    /// Why this node cannot serve `what` without a leader, known to be missing for `waited`.
+    /// Why this node cannot serve `what`, having known no leader for `waited`.
     pub(crate) fn no_leader_text(&self, waited: Duration, what: Serving) -> String {
-        let waited = self.leaderless_for().unwrap_or(waited);
         let hint = match what {
             Serving::Write => "",
             Serving::Read => STALE_HINT,
