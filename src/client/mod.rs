@@ -403,8 +403,7 @@ impl Client {
             };
             if self.config.min_index_is_hint
                 && min_index.is_some()
-                && status.code() == Code::FailedPrecondition
-                && status.message().contains(FOREIGN_INDEX)
+                && status.metadata().contains_key(crate::node::FOREIGN_INDEX)
             {
                 // The remembered index belongs to another cluster: read without it.
                 self.hint_refused.store(true, Ordering::SeqCst);
@@ -494,9 +493,6 @@ impl Client {
         }
     }
 }
-
-/// What a node says of a min-index its cluster never committed.
-const FOREIGN_INDEX: &str = "was never committed by this cluster";
 
 /// No endpoint is known to lead.
 const NO_LEADER: usize = usize::MAX;

@@ -2,7 +2,7 @@
 
 use crate::command::validate::Invalid;
 use crate::command::Rejection;
-use crate::node::NodeError;
+use crate::node::{NodeError, FOREIGN_INDEX, GAVE_UP};
 use tonic::Status;
 
 impl From<NodeError> for Status {
@@ -15,19 +15,14 @@ impl From<NodeError> for Status {
             }
             NodeError::Rejected(Rejection::Invalid(_)) => Status::invalid_argument(msg),
             NodeError::Rejected(Rejection::Unauthorized(_)) => Status::unauthenticated(msg),
-            NodeError::FailedPrecondition(_) | NodeError::ForeignIndex { .. } => {
-                Status::failed_precondition(msg)
+            NodeError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            NodeError::ForeignIndex { .. } => {
+                marked(Status::failed_precondition(msg), FOREIGN_INDEX)
             }
             NodeError::NoLeader | NodeError::Unavailable(_) | NodeError::ShuttingDown => {
                 Status::unavailable(msg)
             }
-            NodeError::GaveUp(_) => {
-                let mut status = Status::unavailable(msg);
-                status
-                    .metadata_mut()
-                    .insert(crate::node::GAVE_UP, "1".parse().expect("ascii"));
-                status
-            }
+            NodeError::GaveUp(_) => marked(Status::unavailable(msg), GAVE_UP),
             NodeError::IndexTimeout(..) => Status::deadline_exceeded(msg),
             NodeError::Raft(_) | NodeError::Store(_) | NodeError::Search(_) => {
                 tracing::error!(error = %msg, "request failed");
@@ -35,6 +30,14 @@ impl From<NodeError> for Status {
             }
         }
     }
+}
+
+/// `status` with the marker `key` a client acts on.
+fn marked(mut status: Status, key: &'static str) -> Status {
+    status
+        .metadata_mut()
+        .insert(key, tonic::metadata::MetadataValue::from_static("1"));
+    status
 }
 
 impl From<Invalid> for Status {

@@ -17,7 +17,7 @@ pub use clock::{wall_nanos, Clock, Tick};
 pub use error::NodeError;
 pub(crate) use propose::ProposeError;
 pub use propose::WriteMeta;
-pub use quorum::GAVE_UP;
+pub use quorum::{FOREIGN_INDEX, GAVE_UP};
 pub use read::{Consistency, ReadOptions};
 pub use start::{start, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
 

@@ -167,8 +167,9 @@ impl Node {
             envelopes: encode(envelopes),
         });
         req.set_timeout(WRITE_TIMEOUT);
-        // Only an answer from the leader that it failed the write is final; a lost connection
-        // (unavailable, cancelled, unknown) or a leader that moved is tried again.
+        // Only an answer from the leader that it failed the write, or that it gave up waiting
+        // for a quorum, is final; a lost connection (unavailable, cancelled, unknown) or a
+        // leader that moved is tried again.
         let resp = client.forward(req).await.map_err(|s| match s.code() {
             _ if s.metadata().contains_key(super::GAVE_UP) => {
                 ProposeError::GaveUp(s.message().to_string())

@@ -186,12 +186,12 @@ impl Node {
     }
 }
 
-/// The term and last log index of a node whose leadership openraft restores at start. A node whose saved
-/// vote is a committed one for itself leads again at once, without an election, knowing the
-/// commit index it last saved, which is not flushed and can be older than entries it
+/// The term and last log index of a node whose leadership openraft restores at start. A node
+/// whose saved vote is a committed one for itself leads again at once, without an election,
+/// knowing the commit index it last saved, which is not flushed and can be older than entries it
 /// acknowledged before it stopped. Its read index (that commit index, or the first entry of its
-/// term) would then miss those writes, so its reads wait for every entry of its log at start:
-/// entries of its own term, which it commits as its followers come back.
+/// term) would then miss those writes, so the reads that leadership confirms wait for every entry
+/// of its log at start: entries of its own term, which it commits as its followers come back.
 pub(crate) async fn restored_leadership(
     log: &mut crate::raft::log_store::LogStore,
     id: crate::raft::NodeId,
