@@ -563,6 +563,113 @@ async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
     );
 }
 
+/// The id of the cluster `node` belongs to, once it knows one (a cluster's first leader names it).
+async fn cluster_id_of(node: &common::NodeProc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = own_status(node);
+        if let Some(id) = status["cluster_id"].as_str().filter(|id| !id.is_empty()) {
+            return id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} names no cluster: {status}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node of another cluster started at a member's address under that member's id (a second
+/// cluster set up on the same ports while the first still runs) keeps its own data: it refuses
+/// the first cluster's Raft messages, which name their cluster, instead of following its leader
+/// and giving up its log for the first cluster's; `cluster status` of the first shows the member
+/// unreachable and another cluster in its place; both clusters go on. Nor does `cluster join`
+/// add a node that holds data of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_at_a_members_address_keeps_its_own_data() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let w = client_for(
+        std::slice::from_ref(&c.nodes[leader].addr),
+        "p",
+        ReadMode::Linearizable,
+    );
+    w.state_set(set("first", "1")).await.unwrap();
+    let first = cluster_id_of(&c.nodes[leader]).await;
+    let f = (0..3).find(|&i| i != leader).unwrap();
+    let (addr, id) = (c.nodes[f].addr.clone(), c.nodes[f].id);
+    c.nodes[f].kill();
+    // A cluster of its own (an empty directory, no --join): it leads itself under the same id.
+    let other = common::NodeProc::start_on(&c.dir(9), &addr, &["--node-id", &id.to_string()]);
+    let mine = client_for(std::slice::from_ref(&addr), "p", ReadMode::Linearizable);
+    mine.state_set(set("mine", "kept")).await.unwrap();
+    let second = cluster_id_of(&other).await;
+    assert_ne!(first, second, "two clusters named alike");
+    // The first cluster's leader sends to its member's address all along; its messages are
+    // refused, naming both clusters.
+    let refusal = format!("comes from cluster {first}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !other.log_text().contains(&refusal) {
+        assert!(
+            Instant::now() < deadline,
+            "the first cluster's messages were not refused:\n{}",
+            other.log_text()
+        );
+        w.state_set(set("after", "2")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(value_at(&mine, "mine").await.as_deref(), Some("kept"));
+    assert_eq!(
+        value_at(&mine, "first").await,
+        None,
+        "it took the first cluster's data"
+    );
+    let own = own_status(&other);
+    assert_eq!(own["state"], "leader", "{own}");
+    assert_eq!(own["cluster_id"], second, "{own}");
+    mine.state_set(set("mine", "still")).await.unwrap();
+
+    let status = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "status", "--format", "json"],
+    )
+    .json();
+    assert_eq!(status["cluster_id"], first, "{status}");
+    let row = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(row["reachable"], false, "{status}");
+    assert_eq!(
+        (&row["state"], &row["cluster_id"]),
+        (&"other-cluster".into(), &second.clone().into()),
+        "{status}"
+    );
+    w.state_set(set("later", "3")).await.unwrap();
+    assert_eq!(value_at(&w, "later").await.as_deref(), Some("3"));
+
+    // Nor does a node with data of its own join: `cluster join` refuses it, saying why.
+    let own = common::NodeProc::start(&c.dir(10), &[]);
+    cluster_id_of(&own).await;
+    let refused = cli(&c.nodes[leader].addr, &["cluster", "join", &own.addr]);
+    assert!(!refused.ok, "a node with a cluster of its own joined");
+    assert!(
+        refused.stderr.contains("is not empty"),
+        "{}",
+        refused.stderr
+    );
+    let members = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "members", "--format", "json"],
+    )
+    .json();
+    assert_eq!(members["members"].as_array().unwrap().len(), 3, "{members}");
+}
+
 /// A voter whose data was lost, started again empty under its own id while the leader runs, is
 /// brought back by the leader (its log went back to nothing; the leader searches it again and
 /// sends it the state) and has every write; the cluster takes writes throughout.

@@ -7,6 +7,7 @@
 //! changed) so that the search index and the watch streams can follow the store.
 
 pub mod auth;
+pub mod cluster;
 mod decision;
 mod memory;
 mod message;
@@ -162,6 +163,7 @@ fn apply_command(
         Command::AuthEnable { key, node_secret } => auth::enable(w, key, node_secret),
         Command::AuthKeyCreate(key) => auth::create(w, key),
         Command::AuthKeyRevoke { accessor } => auth::revoke(w, ctx.now, accessor),
+        Command::ClusterId { id } => cluster::name(w, id),
         Command::TaskCreate(t) => task::create(w, ctx, t),
         Command::TaskClaim {
             id,

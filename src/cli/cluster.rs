@@ -51,6 +51,7 @@ fn status_json(n: &NodeStatus) -> Value {
         "reachable": n.reachable,
         "no_quorum_ms": n.no_quorum_ms,
         "no_leader_ms": n.no_leader_ms,
+        "cluster_id": n.cluster_id,
     })
 }
 
@@ -153,6 +154,7 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 out.value(&json!({
                     "leader_id": r.leader_id,
                     "term": r.term,
+                    "cluster_id": r.cluster_id,
                     "nodes": r.nodes.iter().map(status_json).collect::<Vec<_>>(),
                 }));
             } else {

@@ -90,6 +90,11 @@ pub enum Command {
     AuthKeyRevoke {
         accessor: String,
     },
+    /// Names the cluster, once: its first leader proposes it, and a later one is ignored. Every
+    /// node keeps the id with its data and refuses Raft messages from another cluster's nodes.
+    ClusterId {
+        id: String,
+    },
 }
 
 impl Command {
@@ -113,6 +118,7 @@ impl Command {
             Command::TaskCreate(t) => t.id.clone(),
             Command::AuthEnable { key: k, .. } | Command::AuthKeyCreate(k) => k.accessor.clone(),
             Command::AuthKeyRevoke { accessor } => accessor.clone(),
+            Command::ClusterId { id } => id.clone(),
             Command::MemoryClear
             | Command::DecisionClear
             | Command::StateCleanup { .. }
@@ -149,6 +155,7 @@ impl Command {
             Command::AuthEnable { .. } => "auth.enable",
             Command::AuthKeyCreate(_) => "auth.key_create",
             Command::AuthKeyRevoke { .. } => "auth.key_revoke",
+            Command::ClusterId { .. } => "cluster.id",
         }
     }
 }

@@ -129,15 +129,21 @@ impl ClusterService for Cluster {
                 return me_ref.clone();
             }
             // Another node answering at the member's address is not the member (it refuses
-            // the member's Raft messages): the member is shown unreachable, its state naming
-            // what answers there.
-            let state = match node.probe(&m.address).await {
-                Ok(mut s) if s.node_id == m.node_id => {
+            // the member's Raft messages), nor is a node of another cluster under the member's
+            // id: the member is shown unreachable, its state naming what answers there (and
+            // its cluster id that of the other cluster).
+            let (state, cluster_id) = match node.probe(&m.address).await {
+                Ok(s) if s.node_id != m.node_id => {
+                    (format!("node-{}-here", s.node_id), String::new())
+                }
+                Ok(s) if !same_cluster(&s.cluster_id, &me_ref.cluster_id) => {
+                    ("other-cluster".to_string(), s.cluster_id)
+                }
+                Ok(mut s) => {
                     s.role = m.role.clone();
                     return s;
                 }
-                Ok(s) => format!("node-{}-here", s.node_id),
-                Err(_) => "unknown".to_string(),
+                Err(_) => ("unknown".to_string(), String::new()),
             };
             pb::NodeStatus {
                 node_id: m.node_id,
@@ -145,6 +151,7 @@ impl ClusterService for Cluster {
                 role: m.role,
                 state,
                 reachable: false,
+                cluster_id,
                 ..Default::default()
             }
         });
@@ -169,6 +176,7 @@ impl ClusterService for Cluster {
         Ok(Response::new(pb::StatusResponse {
             leader_id,
             term: me.term,
+            cluster_id: me.cluster_id,
             nodes,
         }))
     }
@@ -259,4 +267,10 @@ impl ClusterService for Cluster {
             )))),
         }
     }
+}
+
+/// Whether two nodes' cluster ids name one cluster, as far as they know (a node learns its
+/// cluster's id from its leader; until then it names none).
+pub(crate) fn same_cluster(a: &str, b: &str) -> bool {
+    a.is_empty() || b.is_empty() || a == b
 }

@@ -5,7 +5,7 @@ use super::pb::raft::{
     RaftPayload,
 };
 use crate::node::Node;
-use crate::raft::network::{MAX_MESSAGE_BYTES, TARGET};
+use crate::raft::network::{CLUSTER, MAX_MESSAGE_BYTES, TARGET};
 use crate::storage::codec::{decode, encode};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -15,6 +15,7 @@ pub fn service(node: Arc<Node>) -> RaftServiceServer<Transport> {
     RaftServiceServer::new(Transport {
         node,
         misaddressed: Throttle::default(),
+        foreign: Throttle::default(),
         unvoting: Throttle::default(),
         removed: Throttle::default(),
     })
@@ -27,6 +28,8 @@ pub struct Transport {
     node: Arc<Node>,
     /// Warnings of messages refused for another node id.
     misaddressed: Throttle,
+    /// Warnings of messages refused from another cluster.
+    foreign: Throttle,
     /// Warnings of vote requests refused for lack of a log.
     unvoting: Throttle,
     /// Warnings of messages refused from removed nodes.
@@ -39,10 +42,35 @@ fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<
 }
 
 impl Transport {
-    /// Refuses a message meant for another node (see [`TARGET`]), and traffic from a peer this
-    /// node is cut off from by a failpoint.
-    fn admit(&self, target: Option<u64>, from: Option<crate::raft::NodeId>) -> Result<(), Status> {
+    /// Refuses a message meant for another node (see [`TARGET`]) or from another cluster (see
+    /// [`CLUSTER`]), and traffic from a peer this node is cut off from by a failpoint.
+    fn admit(
+        &self,
+        target: Option<u64>,
+        cluster: Option<String>,
+        from: Option<crate::raft::NodeId>,
+    ) -> Result<(), Status> {
         let me = self.node.id;
+        let mine = crate::apply::cluster::known(&self.node.store)
+            .map_err(|e| Status::internal(format!("reading the cluster's id: {e}")))?;
+        if let (Some(theirs), Some(mine)) = (cluster, mine) {
+            if *theirs != *mine {
+                let refusal = format!(
+                    "node {me} at {} holds the data of cluster {mine}, and this message comes \
+                     from cluster {theirs}, which lists a node {me} at this address: a node \
+                     takes part only in the cluster whose data it holds (two clusters were set \
+                     up on the same addresses, or a node started here on another cluster's \
+                     data); stop this node and start cluster {theirs}'s node {me} here, or \
+                     remove node {me} from cluster {theirs} with `aide cluster remove {me}` run \
+                     against one of its members",
+                    self.node.addr
+                );
+                if self.foreign.should_warn() {
+                    tracing::warn!(node = me, "refusing Raft messages: {refusal}");
+                }
+                return Err(Status::failed_precondition(refusal));
+            }
+        }
         if let Some(target) = target.filter(|&t| t != me) {
             let refusal = format!(
                 "this is node {me} at {}, not node {target}: the cluster lists node {target} at \
@@ -106,6 +134,14 @@ impl Transport {
     }
 }
 
+/// The cluster a message comes from, when its sender named it.
+fn cluster<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get(CLUSTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// The node a message names as its target, when it names one.
 fn target<T>(req: &Request<T>) -> Result<Option<u64>, Status> {
     match req.metadata().get(TARGET) {
@@ -147,7 +183,7 @@ impl RaftService for Transport {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let to = target(&req)?;
+        let (to, from_cluster) = (target(&req)?, cluster(&req));
         // The end of the leader's log, which a node that started empty must reach before it
         // votes (a leader holds every committed entry): the last index it names, and what the
         // message itself shows.
@@ -159,7 +195,7 @@ impl RaftService for Transport {
                 .unwrap_or(0)
         });
         let req: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = payload(req)?;
-        self.admit(to, req.vote.leader_id().voted_for())?;
+        self.admit(to, from_cluster, req.vote.leader_id().voted_for())?;
         if let Some(leader_last) = leader_last {
             let shown = req
                 .prev_log_id
@@ -177,9 +213,9 @@ impl RaftService for Transport {
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let to = target(&req)?;
+        let (to, from_cluster) = (target(&req)?, cluster(&req));
         let req: openraft::raft::VoteRequest<crate::raft::NodeId> = payload(req)?;
-        self.admit(to, req.vote.leader_id().voted_for())?;
+        self.admit(to, from_cluster, req.vote.leader_id().voted_for())?;
         self.may_vote().await?;
         let result = self.node.raft.vote(req).await;
         reply(&result)
@@ -189,9 +225,9 @@ impl RaftService for Transport {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let to = target(&req)?;
+        let (to, from_cluster) = (target(&req)?, cluster(&req));
         let req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = payload(req)?;
-        self.admit(to, req.vote.leader_id().voted_for())?;
+        self.admit(to, from_cluster, req.vote.leader_id().voted_for())?;
         let result = self.node.raft.install_snapshot(req).await;
         reply(&result)
     }

@@ -89,6 +89,26 @@ impl Node {
                 m.node_id
             )));
         }
+        // A node joins empty. One with a log of its own (started without --no-init or --join,
+        // it made a cluster of its own) would refuse this cluster's messages, or mix its data
+        // with this cluster's: refused, saying why. One that does not answer yet is added, and
+        // catches up once it runs.
+        if let Ok(s) = self.probe(addr).await {
+            if s.last_log_index > 0 || !s.cluster_id.is_empty() {
+                let of = if s.cluster_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" of cluster {}", s.cluster_id)
+                };
+                return Err(NodeError::FailedPrecondition(format!(
+                    "the node at {addr} is not empty: it holds the data{of} up to log index {} \
+                     (a node started without --no-init or --join makes a cluster of its own), \
+                     and a node joins with none; start it on an empty data directory with \
+                     --no-init, then join it, or with --join ADDR",
+                    s.last_log_index
+                )));
+            }
+        }
         // Ids are never given twice: a removed node's id stays its own, so that its messages,
         // should it run again, are told apart from a new node's (and refused).
         let removed = self
@@ -273,6 +293,10 @@ impl Node {
                 .quorum_silence()
                 .map_or(0, |silent| silent.as_millis() as u64),
             no_leader_ms: self.leaderless_for().map_or(0, |d| d.as_millis() as u64),
+            cluster_id: crate::apply::cluster::known(&self.store)
+                .ok()
+                .flatten()
+                .map_or_else(String::new, |id| id.to_string()),
         }
     }
 }

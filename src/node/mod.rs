@@ -7,6 +7,7 @@ mod clock;
 mod error;
 mod expiry;
 mod membership;
+mod naming;
 mod propose;
 mod quorum;
 mod read;

@@ -2,7 +2,7 @@
 //! identity, start Raft (initializing a single-node cluster or joining one), serve gRPC, and on
 //! shutdown stop in the reverse order so that nothing acknowledged is lost.
 
-use super::{clock::Clock, expiry, membership, Node};
+use super::{clock::Clock, expiry, membership, naming, Node};
 use crate::grpc;
 use crate::grpc::pb::cluster::cluster_service_client::ClusterServiceClient;
 use crate::grpc::pb::cluster::JoinRequest;
@@ -212,6 +212,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         answered: answered.clone(),
         landing_failed: landing_failed.clone(),
         keys: store.keys.clone(),
+        cluster: store.cluster.clone(),
         removed: Arc::new(std::sync::RwLock::new(
             crate::raft::state_machine::stored_removed(&store)?,
         )),
@@ -367,6 +368,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     };
     background.extend([
         tokio::spawn(expiry::run(node.clone())),
+        tokio::spawn(naming::run(node.clone())),
         tokio::spawn(membership::promote_learners(node.clone())),
         tokio::spawn(record_durable(node.clone())),
         tokio::spawn(node.audit.clone().flush_periodically()),

@@ -75,6 +75,10 @@ pub struct Network {
 /// started empty votes only once its log reaches it (`node::vote`).
 pub const LAST_LOG: &str = "x-aide-last-log";
 
+/// The metadata of a Raft message that names the sender's cluster, when the sender knows its id:
+/// a node of another cluster refuses the message ([`crate::apply::cluster`]).
+pub const CLUSTER: &str = "x-aide-cluster";
+
 /// Where a node learns that it was removed from the cluster: see [`announce_removal`].
 pub type Removal = Arc<tokio::sync::watch::Sender<Option<String>>>;
 
@@ -206,6 +210,11 @@ impl Peer {
                 LAST_LOG,
                 tonic::metadata::MetadataValue::from(self.network.log.last_index_now()),
             );
+        }
+        if let Ok(Some(cluster)) = crate::apply::cluster::known(&self.network.store) {
+            if let Ok(v) = cluster.parse() {
+                request.metadata_mut().insert(CLUSTER, v);
+            }
         }
         crate::auth::as_node(&self.network.store, &mut request);
         request.set_timeout(option.hard_ttl());

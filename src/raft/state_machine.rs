@@ -59,6 +59,8 @@ pub struct Followers {
     pub landing_failed: Arc<AtomicBool>,
     /// The store's memory of whether keys are on ([`Store::keys`]).
     pub keys: Arc<crate::storage::KeysMemo>,
+    /// The store's memory of the cluster's id ([`crate::storage::Store::cluster`]).
+    pub cluster: Arc<crate::storage::ClusterMemo>,
     /// The ids of the nodes removed from the cluster.
     pub removed: RemovedIds,
 }
@@ -70,6 +72,7 @@ impl Followers {
         // The batch may have changed the keys: read again by the next check, which may be a
         // read that waited for this index.
         self.keys.forget();
+        self.cluster.forget();
         let mut ops = Vec::new();
         for e in effects {
             match e {
@@ -308,10 +311,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Off the async threads: the store replaced and flushed, the request ids read back, the
         // snapshot saved and synced.
         let keys = self.store.keys.clone();
+        let cluster = self.store.cluster.clone();
         let requests = tokio::task::spawn_blocking(move || {
             snapshot::replace_tree(&state, pairs).map_err(write_err)?;
-            // Key checks see the snapshot's keys from now on.
+            // Key checks see the snapshot's keys (and Raft messages its cluster) from now on.
             keys.forget();
+            cluster.forget();
             let requests = RequestIndex::load(&state).map_err(read_err)?;
             files.save(index, &meta_json, &data).map_err(write_err)?;
             Ok::<_, StorageError>(requests)

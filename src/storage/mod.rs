@@ -123,10 +123,15 @@ pub struct Store {
     /// that waited for it checks keys as they are then), so that checking a request does not
     /// read sled each time (nor wait on its lock while a batch goes in).
     pub keys: std::sync::Arc<KeysMemo>,
+    /// The cluster's id (`crate::apply::cluster::known`), kept in memory the same way.
+    pub cluster: std::sync::Arc<ClusterMemo>,
 }
 
 /// [`Store::keys`]: whether API keys are on, and the node secret.
 pub type KeysMemo = Memo<(bool, Option<std::sync::Arc<str>>)>;
+
+/// The store's memory of the cluster's id.
+pub type ClusterMemo = Memo<Option<std::sync::Arc<str>>>;
 
 /// A value read from the store, kept in memory until [`Memo::forget`] says the store may hold
 /// another: a reader that began before the change does not keep what it read.
@@ -200,6 +205,7 @@ impl Store {
             state,
             mark_lock: Default::default(),
             keys: Default::default(),
+            cluster: Default::default(),
         })
     }
 
