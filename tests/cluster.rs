@@ -807,6 +807,7 @@ async fn a_voter_cannot_join_again_empty_and_a_change_that_could_never_commit_is
         .cluster_join(aide::grpc::pb::cluster::JoinRequest {
             node_id: 0,
             address: addr.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("a voter's address joined again");

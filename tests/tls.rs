@@ -120,6 +120,7 @@ async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
         .cluster_join(aide::grpc::pb::cluster::JoinRequest {
             node_id: 9,
             address: "127.0.0.1:9".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -214,6 +214,15 @@ fn command_variants_keep_their_serialized_order() {
         Command::TaskDelete { id: "t".into() },
         Command::TaskClear { status: None },
         Command::MessageExpireAll,
+        Command::AuthEnable {
+            key: ApiKey::default(),
+            node_secret: String::new(),
+        },
+        Command::AuthKeyCreate(ApiKey::default()),
+        Command::AuthKeyRevoke {
+            accessor: String::new(),
+        },
+        Command::ClusterId { id: "C".into() },
     ];
     let names: Vec<&str> = in_order.iter().map(|c| c.name()).collect();
     for (index, command) in in_order.iter().enumerate() {

@@ -109,6 +109,7 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 .cluster_join(pb::JoinRequest {
                     node_id,
                     address: addr.clone(),
+                    itself: false,
                 })
                 .await?;
             out.either(

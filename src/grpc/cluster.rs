@@ -78,6 +78,18 @@ impl ClusterService for Cluster {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         self.node.vote.open();
+        // Named before the answer, as a node that starts a new cluster names it before it serves.
+        let _ = self
+            .node
+            .raft
+            .wait(Some(crate::node::naming::AT_BIRTH))
+            .current_leader(self.node.id, "a new single-node cluster elects itself")
+            .await;
+        let _ = tokio::time::timeout(
+            crate::node::naming::AT_BIRTH,
+            crate::node::naming::name(&self.node),
+        )
+        .await;
         Ok(Response::new(pb::InitResponse {
             node_id: self.node.id,
             members: self.node.members(),
@@ -91,7 +103,7 @@ impl ClusterService for Cluster {
         self.still_admin(&req).await?;
         let r = req.into_inner();
         crate::command::validate::required_name("address", &r.address)?;
-        let id = self.node.join(r.node_id, &r.address).await?;
+        let id = self.node.join(r.node_id, &r.address, r.itself).await?;
         Ok(Response::new(pb::JoinResponse {
             node_id: id,
             leader_id: self.node.leader().map_or(0, |(l, _)| l),

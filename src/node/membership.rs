@@ -10,6 +10,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::{Code, Status};
 
 /// A learner within this many entries of the leader's log counts as caught up.
 pub const CAUGHT_UP_ENTRIES: u64 = 64;
@@ -53,14 +54,16 @@ impl Node {
     }
 
     /// Adds a node at `addr` as a learner; `asked` 0 picks the next free id. Joining again with
-    /// the same address is answered with the id it already has.
-    pub async fn join(&self, asked: NodeId, addr: &str) -> Result<NodeId, NodeError> {
+    /// the same address is answered with the id it already has. `itself`: the node asks for
+    /// itself as it starts (empty, and not serving yet).
+    pub async fn join(&self, asked: NodeId, addr: &str, itself: bool) -> Result<NodeId, NodeError> {
         if let Some(leader) = self.leader_elsewhere()? {
             let resp = self
                 .cluster_client(&leader)?
                 .join(self.node_request(pb::JoinRequest {
                     node_id: asked,
                     address: addr.to_string(),
+                    itself,
                 }))
                 .await
                 .map_err(|s| refusal_or_unavailable(&leader, s))?;
@@ -89,25 +92,8 @@ impl Node {
                 m.node_id
             )));
         }
-        // A node joins empty. One with a log of its own (started without --no-init or --join,
-        // it made a cluster of its own) would refuse this cluster's messages, or mix its data
-        // with this cluster's: refused, saying why. One that does not answer yet is added, and
-        // catches up once it runs.
-        if let Ok(s) = self.probe(addr).await {
-            if s.last_log_index > 0 || !s.cluster_id.is_empty() {
-                let of = if s.cluster_id.is_empty() {
-                    String::new()
-                } else {
-                    format!(" of cluster {}", s.cluster_id)
-                };
-                return Err(NodeError::FailedPrecondition(format!(
-                    "the node at {addr} is not empty: it holds the data{of} up to log index {} \
-                     (a node started without --no-init or --join makes a cluster of its own), \
-                     and a node joins with none; start it on an empty data directory with \
-                     --no-init, then join it, or with --join ADDR",
-                    s.last_log_index
-                )));
-            }
+        if !itself {
+            self.joins_empty(addr).await?;
         }
         // Ids are never given twice: a removed node's id stays its own, so that its messages,
         // should it run again, are told apart from a new node's (and refused).
@@ -249,17 +235,71 @@ impl Node {
 
     /// What node `addr` says of itself.
     pub async fn probe(&self, addr: &str) -> Result<pb::NodeStatus, NodeError> {
+        self.probe_status(addr)
+            .await
+            .map_err(|s| NodeError::Unavailable(format!("{addr}: {}", s.message())))
+    }
+
+    /// [`Node::probe`], with the status code of a failure.
+    async fn probe_status(&self, addr: &str) -> Result<pb::NodeStatus, Status> {
         let mut req = self.node_request(NodeInfoRequest {});
         req.set_timeout(PROBE_TIMEOUT);
-        let resp = tokio::time::timeout(PROBE_TIMEOUT, self.cluster_client(addr)?.node_info(req))
+        let mut client = self
+            .cluster_client(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let resp = tokio::time::timeout(PROBE_TIMEOUT, client.node_info(req))
             .await
             .map_err(|_| {
-                NodeError::Unavailable(format!("{addr} did not answer within {PROBE_TIMEOUT:?}"))
-            })?
-            .map_err(|s| NodeError::Unavailable(format!("{addr}: {}", s.message())))?;
+                Status::unavailable(format!("did not answer within {PROBE_TIMEOUT:?}"))
+            })??;
         resp.into_inner()
             .status
-            .ok_or_else(|| NodeError::Unavailable(format!("{addr} sent no status")))
+            .ok_or_else(|| Status::unavailable("sent no status"))
+    }
+
+    /// Refuses to add the node at `addr` when it holds data: a node joins empty, and one with a
+    /// log of its own (started without --no-init or --join, it made a cluster of its own) would
+    /// refuse this cluster's messages or mix its data with this cluster's. One that does not
+    /// answer yet is added, and catches up once it runs.
+    async fn joins_empty(&self, addr: &str) -> Result<(), NodeError> {
+        let refused = |what: String| {
+            Err(NodeError::FailedPrecondition(format!(
+                "the node at {addr} is not empty: {what} (a node started without --no-init or \
+                 --join makes a cluster of its own), and a node joins with none; start it on an \
+                 empty data directory with --no-init, then join it, or with --join ADDR"
+            )))
+        };
+        let s = match self.probe_status(addr).await {
+            Ok(s) => s,
+            // Only a node with API keys of its own refuses the cluster's node credentials.
+            Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                return refused(format!(
+                    "it refuses this cluster's node credentials, so it has API keys of its own \
+                     ({})",
+                    s.message()
+                ));
+            }
+            Err(_) => return Ok(()),
+        };
+        let ours = crate::apply::cluster::known(&self.store).map_err(NodeError::Store)?;
+        if !s.cluster_id.is_empty() && ours.as_deref() == Some(s.cluster_id.as_str()) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the node at {addr} is node {} of this cluster already (under another address)",
+                s.node_id
+            )));
+        }
+        if s.last_log_index > 0 || !s.cluster_id.is_empty() {
+            let of = if s.cluster_id.is_empty() {
+                String::new()
+            } else {
+                format!(" of cluster {}", s.cluster_id)
+            };
+            return refused(format!(
+                "it holds the data{of} up to log index {}",
+                s.last_log_index
+            ));
+        }
+        Ok(())
     }
 
     /// What this node knows of itself.

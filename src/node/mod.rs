@@ -7,7 +7,7 @@ mod clock;
 mod error;
 mod expiry;
 mod membership;
-mod naming;
+pub mod naming;
 mod propose;
 mod quorum;
 mod read;

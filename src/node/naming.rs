@@ -1,6 +1,8 @@
 //! Naming the cluster: a leader whose cluster has no id yet proposes one
 //! ([`Command::ClusterId`]); the first applied is the cluster's for good (see
-//! [`crate::apply::cluster`]).
+//! [`crate::apply::cluster`]). A node that makes a new cluster names it before it serves (or
+//! answers `cluster init`), so that it refuses another cluster's messages from the start; the
+//! background task names clusters made before ids were (and retries a naming that failed).
 
 use super::propose::WriteMeta;
 use super::Node;
@@ -8,42 +10,51 @@ use crate::command::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a leader waits before proposing the id again after a failed proposal.
-const RETRY: Duration = Duration::from_secs(1);
+/// How often the background task looks again.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// How long a new cluster's node waits for its name before it serves anyway (the background
+/// task goes on trying).
+pub const AT_BIRTH: Duration = Duration::from_secs(5);
+
+fn known(node: &Node) -> bool {
+    match crate::apply::cluster::known(&node.store) {
+        Ok(id) => id.is_some(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cluster's id");
+            false
+        }
+    }
+}
+
+/// Names this node's cluster, when it leads one without a name, and waits until the name is in
+/// its store; a failure is logged (the background task tries again).
+pub async fn name(node: &Node) {
+    if known(node) || node.raft.metrics().borrow().current_leader != Some(node.id) {
+        return;
+    }
+    let meta = WriteMeta {
+        project: String::new(),
+        request_id: String::new(),
+        accessor: String::new(),
+    };
+    let id = ulid::Ulid::new().to_string();
+    let written = node.write(&meta, |_| Ok(Command::ClusterId { id })).await;
+    // Applied (or another leader's was first): known once its batch is in the store.
+    let landed = match written {
+        Ok((_, index)) => node.wait_applied_within(index, AT_BIRTH).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = landed {
+        tracing::warn!(error = %e, "naming the cluster failed; trying again");
+    }
+}
 
 /// Runs until this node knows its cluster's id: whenever it leads a cluster without one, it
-/// proposes one.
+/// names it.
 pub async fn run(node: Arc<Node>) {
-    let mut metrics = node.raft.metrics();
-    loop {
-        match crate::apply::cluster::known(&node.store) {
-            Ok(Some(_)) => return,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the cluster's id"),
-        }
-        let leads = metrics.borrow().current_leader == Some(node.id);
-        if leads {
-            let meta = WriteMeta {
-                project: String::new(),
-                request_id: String::new(),
-                accessor: String::new(),
-            };
-            let id = ulid::Ulid::new().to_string();
-            match node.write(&meta, |_| Ok(Command::ClusterId { id })).await {
-                // Applied (or another leader's was first): committed either way, and known
-                // here once its batch is in the store.
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "proposing the cluster's id failed; trying again");
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
-        } else {
-            // Until this node leads, or learns the id from its leader.
-            tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(RETRY) => {}
-            }
-        }
+    while !known(&node) {
+        name(&node).await;
+        tokio::time::sleep(EVERY).await;
     }
 }

@@ -155,7 +155,11 @@ impl Node {
     }
 
     /// Waits up to `limit` until this node has applied `index`.
-    async fn wait_applied_within(&self, index: u64, limit: Duration) -> Result<(), NodeError> {
+    pub(super) async fn wait_applied_within(
+        &self,
+        index: u64,
+        limit: Duration,
+    ) -> Result<(), NodeError> {
         // Its changes may be held in memory: have them written now (or once applied).
         let _wanted = (self.applied_index() < index).then(|| self.landing.want(index));
         let mut applied = self.applied.clone();

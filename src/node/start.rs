@@ -337,6 +337,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));
     tokio::spawn(super::quorum::watch_leadership(Arc::downgrade(&node)));
 
+    if initializing {
+        // A new cluster is named before it serves (see `naming`).
+        let _ = tokio::time::timeout(naming::AT_BIRTH, naming::name(&node)).await;
+    }
+
     let (stop_server, stopped) = oneshot::channel::<()>();
     let router = grpc::router(node.clone());
     // Our own listener, so the server's nodelay setting does not reach the accepted sockets:
@@ -447,6 +452,7 @@ async fn join(
         let mut req = tonic::Request::new(JoinRequest {
             node_id: asked,
             address: advertise.to_string(),
+            itself: true,
         });
         req.set_timeout(Duration::from_secs(10));
         if let Some(key) = api_key {
