@@ -861,3 +861,38 @@ async fn a_follower_that_missed_the_enabling_of_keys_catches_up_and_checks_the_k
         err.message()
     );
 }
+
+/// A node with API keys of its own (it made a cluster of its own and enabled keys there) is not
+/// added by `cluster join`: it refuses the cluster's questions, which says it holds data, and
+/// the refusal says so; the cluster's members stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_keys_of_its_own_is_not_joined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let member = NodeProc::start(&tmp.path().join("n1"), &[]);
+    let other = NodeProc::start(&tmp.path().join("n2"), &[]);
+    keyed(
+        std::slice::from_ref(&other.addr),
+        "p",
+        None,
+        ReadMode::Linearizable,
+    )
+    .auth_enable(EnableRequest {
+        bootstrap_token: bootstrap(&other),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // With the id given, the CLI does not ask the node itself first: the cluster asks it.
+    let refused = cli(
+        &member.addr,
+        &["cluster", "join", &other.addr, "--node-id", "2"],
+    );
+    assert!(!refused.ok, "a node with keys of its own joined");
+    assert!(
+        refused.stderr.contains("is not empty") && refused.stderr.contains("API keys of its own"),
+        "{}",
+        refused.stderr
+    );
+    let members = cli(&member.addr, &["cluster", "members", "--format", "json"]).json();
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+}
