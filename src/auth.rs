@@ -204,6 +204,20 @@ pub fn admit(
     let unreadable = |e: crate::storage::StoreError| {
         Status::unavailable(format!("cannot read the key store: {e}"))
     };
+    // A call from a node of another cluster (forwarded writes, read indexes, membership
+    // changes) is refused; Raft messages are refused by their service, which says more, and a
+    // probe is answered, so that the caller's `cluster status` shows what answers here.
+    let named = crate::apply::cluster::named(headers);
+    if named.is_some() && !path.contains("RaftService/") && !path.ends_with("/NodeInfo") {
+        if let Some(mine) = crate::apply::cluster::foreign(store, named).map_err(unreadable)? {
+            return Err(Status::failed_precondition(format!(
+                "this node holds the data of cluster {mine}, and the call comes from a node of \
+                 cluster {}: a node serves only the cluster whose data it holds (a node of \
+                 another cluster answers at an address that was this cluster's)",
+                named.unwrap_or_default()
+            )));
+        }
+    }
     let (enabled, node_secret) = keys::keys_on(store).map_err(unreadable)?;
     // Another node of the cluster, when keys are on: it knows the node secret (and, with TLS,
     // presents a node's certificate).

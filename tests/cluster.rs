@@ -494,12 +494,8 @@ async fn a_removed_node_stops_and_its_id_is_not_given_again() {
     assert_eq!(value_at(&r, "kept").await.as_deref(), Some("1"));
 }
 
-/// A fresh node started where a voter was (its data lost, `--no-init` on the voter's address) is
-/// not taken for that voter: it refuses the Raft messages meant for the voter's id, so it never
-/// gets the cluster's log nor answers votes in the voter's name; `cluster status` shows the voter
-/// unreachable and what answers in its place; the two others go on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
+/// A 3-node cluster, its leader's position, and a client of the leader that has set `key` to 1.
+async fn three_nodes_with(key: &str) -> (Cluster, usize, aide::client::Client) {
     let mut c = Cluster::start(3, &[]).await;
     let leader = c.leader().await;
     let w = client_for(
@@ -507,7 +503,27 @@ async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
         "p",
         ReadMode::Linearizable,
     );
-    w.state_set(set("before", "1")).await.unwrap();
+    w.state_set(set(key, "1")).await.unwrap();
+    (c, leader, w)
+}
+
+/// `cluster status --format json` asked of `addr`, and node `id`'s row in it.
+fn status_and_row(addr: &str, id: u64) -> (serde_json::Value, serde_json::Value) {
+    let status = cli(addr, &["cluster", "status", "--format", "json"]).json();
+    let row = status["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == id).cloned())
+        .unwrap_or_else(|| panic!("node {id} is not in the status: {status}"));
+    (status, row)
+}
+
+/// A fresh node started where a voter was (its data lost, `--no-init` on the voter's address) is
+/// not taken for that voter: it refuses the Raft messages meant for the voter's id, so it never
+/// gets the cluster's log nor answers votes in the voter's name; `cluster status` shows the voter
+/// unreachable and what answers in its place; the two others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
+    let (mut c, leader, w) = three_nodes_with("before").await;
     // A follower other than node 1 (which the fresh node below will call itself).
     let f = (0..3).find(|&i| i != leader && c.nodes[i].id != 1).unwrap();
     let (addr, id) = (c.nodes[f].addr.clone(), c.nodes[f].id);
@@ -543,18 +559,7 @@ async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
         (0, 0),
         "the fresh node took the cluster's log: {info:?}"
     );
-    let status = cli(
-        &c.nodes[leader].addr,
-        &["cluster", "status", "--format", "json"],
-    )
-    .json();
-    let row = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == id)
-        .cloned()
-        .unwrap();
+    let (status, row) = status_and_row(&c.nodes[leader].addr, id);
     assert_eq!(row["reachable"], false, "{status}");
     assert_eq!(
         row["state"],
@@ -588,14 +593,7 @@ async fn cluster_id_of(node: &common::NodeProc) -> String {
 /// add a node that holds data of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_cluster_at_a_members_address_keeps_its_own_data() {
-    let mut c = Cluster::start(3, &[]).await;
-    let leader = c.leader().await;
-    let w = client_for(
-        std::slice::from_ref(&c.nodes[leader].addr),
-        "p",
-        ReadMode::Linearizable,
-    );
-    w.state_set(set("first", "1")).await.unwrap();
+    let (mut c, leader, w) = three_nodes_with("first").await;
     let first = cluster_id_of(&c.nodes[leader]).await;
     let f = (0..3).find(|&i| i != leader).unwrap();
     let (addr, id) = (c.nodes[f].addr.clone(), c.nodes[f].id);
@@ -630,19 +628,8 @@ async fn a_node_of_another_cluster_at_a_members_address_keeps_its_own_data() {
     assert_eq!(own["cluster_id"], second, "{own}");
     mine.state_set(set("mine", "still")).await.unwrap();
 
-    let status = cli(
-        &c.nodes[leader].addr,
-        &["cluster", "status", "--format", "json"],
-    )
-    .json();
+    let (status, row) = status_and_row(&c.nodes[leader].addr, id);
     assert_eq!(status["cluster_id"], first, "{status}");
-    let row = status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == id)
-        .cloned()
-        .unwrap();
     assert_eq!(row["reachable"], false, "{status}");
     assert_eq!(
         (&row["state"], &row["cluster_id"]),
@@ -651,6 +638,27 @@ async fn a_node_of_another_cluster_at_a_members_address_keeps_its_own_data() {
     );
     w.state_set(set("later", "3")).await.unwrap();
     assert_eq!(value_at(&w, "later").await.as_deref(), Some("3"));
+
+    // The other calls between nodes (here the read index a follower asks its leader for) name
+    // the cluster as well, and the other cluster's node refuses them.
+    let mut at_other = ClusterServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut ask = tonic::Request::new(aide::grpc::pb::cluster::ReadIndexRequest {});
+    ask.metadata_mut()
+        .insert("x-aide-cluster", first.parse().unwrap());
+    let refused = at_other.read_index(ask).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains(&format!("comes from a node of cluster {first}")),
+        "{refused:?}"
+    );
 
     // Nor does a node with data of its own join: `cluster join` refuses it, saying why.
     let own = common::NodeProc::start(&c.dir(10), &[]);
@@ -915,11 +923,7 @@ async fn stale_reads_are_served_without_a_quorum_and_linearizable_reads_are_not(
 
 /// What `aide cluster status --format json` at `node` says of that node itself.
 fn own_status(node: &common::NodeProc) -> serde_json::Value {
-    let json = node.cli(&["cluster", "status", "--format", "json"]).json();
-    let own = json["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == node.id).cloned());
-    own.unwrap_or_else(|| panic!("node {} is not in its own status: {json}", node.id))
+    status_and_row(&node.addr, node.id).1
 }
 
 /// Without a quorum a write or a linearizable read fails saying why, once the node has waited

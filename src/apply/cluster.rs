@@ -11,6 +11,10 @@ use crate::storage::kv::{KvRead, KvWrite};
 use crate::storage::{records, Store, StoreError};
 use std::sync::Arc;
 
+/// The metadata of a node-to-node call that names the caller's cluster, when the caller knows
+/// its id: a node of another cluster refuses the call ([`foreign`]).
+pub const CLUSTER: &str = "x-aide-cluster";
+
 const CLUSTER_ID: &str = "cluster_id";
 
 /// The id of the cluster whose data `r` holds, once named.
@@ -32,4 +36,27 @@ pub(super) fn name(w: &mut dyn KvWrite, name: &str) -> Result<CommandResult, Sto
     }
     records::put(w, keys::meta(CLUSTER_ID), &name.to_string());
     Ok(CommandResult::Done(true))
+}
+
+/// Names this node's cluster in `metadata`, when it knows its id.
+pub fn mark(store: &Store, metadata: &mut tonic::metadata::MetadataMap) {
+    if let Ok(Some(id)) = known(store) {
+        if let Ok(v) = id.parse() {
+            metadata.insert(CLUSTER, v);
+        }
+    }
+}
+
+/// The cluster a call names ([`CLUSTER`]), if it names one.
+pub fn named(headers: &tonic::codegen::http::HeaderMap) -> Option<&str> {
+    headers.get(CLUSTER).and_then(|v| v.to_str().ok())
+}
+
+/// This node's cluster, when a call names `theirs` and it is another (a node that knows no id
+/// yet takes any call: it is empty, or its cluster is being named).
+pub fn foreign(store: &Store, theirs: Option<&str>) -> Result<Option<Arc<str>>, StoreError> {
+    let Some(theirs) = theirs else {
+        return Ok(None);
+    };
+    Ok(known(store)?.filter(|mine| **mine != *theirs))
 }

@@ -4,8 +4,9 @@ use super::pb::raft::{
     raft_service_server::{RaftService, RaftServiceServer},
     RaftPayload,
 };
+use crate::apply::cluster::CLUSTER;
 use crate::node::Node;
-use crate::raft::network::{CLUSTER, MAX_MESSAGE_BYTES, TARGET};
+use crate::raft::network::{MAX_MESSAGE_BYTES, TARGET};
 use crate::storage::codec::{decode, encode};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -51,25 +52,23 @@ impl Transport {
         from: Option<crate::raft::NodeId>,
     ) -> Result<(), Status> {
         let me = self.node.id;
-        let mine = crate::apply::cluster::known(&self.node.store)
+        let mine = crate::apply::cluster::foreign(&self.node.store, cluster.as_deref())
             .map_err(|e| Status::internal(format!("reading the cluster's id: {e}")))?;
-        if let (Some(theirs), Some(mine)) = (cluster, mine) {
-            if *theirs != *mine {
-                let refusal = format!(
-                    "node {me} at {} holds the data of cluster {mine}, and this message comes \
-                     from cluster {theirs}, which lists a node {me} at this address: a node \
-                     takes part only in the cluster whose data it holds (two clusters were set \
-                     up on the same addresses, or a node started here on another cluster's \
-                     data); stop this node and start cluster {theirs}'s node {me} here, or \
-                     remove node {me} from cluster {theirs} with `aide cluster remove {me}` run \
-                     against one of its members",
-                    self.node.addr
-                );
-                if self.foreign.should_warn() {
-                    tracing::warn!(node = me, "refusing Raft messages: {refusal}");
-                }
-                return Err(Status::failed_precondition(refusal));
+        if let (Some(mine), Some(theirs)) = (mine, cluster) {
+            let refusal = format!(
+                "node {me} at {} holds the data of cluster {mine}, and this message comes \
+                 from cluster {theirs}, which lists a node {me} at this address: a node \
+                 takes part only in the cluster whose data it holds (two clusters were set \
+                 up on the same addresses, or a node started here on another cluster's \
+                 data); stop this node and start cluster {theirs}'s node {me} here, or \
+                 remove node {me} from cluster {theirs} with `aide cluster remove {me}` run \
+                 against one of its members",
+                self.node.addr
+            );
+            if self.foreign.should_warn() {
+                tracing::warn!(node = me, "refusing Raft messages: {refusal}");
             }
+            return Err(Status::failed_precondition(refusal));
         }
         if let Some(target) = target.filter(|&t| t != me) {
             let refusal = format!(
@@ -107,6 +106,8 @@ impl Transport {
                     crate::raft::network::REMOVED,
                     tonic::metadata::MetadataValue::from(id),
                 );
+                // Whose removal it is: a node of another cluster under the same id ignores it.
+                crate::apply::cluster::mark(&self.node.store, status.metadata_mut());
                 Err(status)
             }
             _ => Ok(()),

@@ -103,10 +103,12 @@ impl Node {
             .map_err(NodeError::Unavailable)
     }
 
-    /// A request to another node, marked as coming from a node of the cluster.
+    /// A request to another node, marked as coming from a node of the cluster (and naming the
+    /// cluster, once named: a node of another cluster refuses it).
     pub(crate) fn node_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         crate::auth::as_node(&self.store, &mut req);
+        crate::apply::cluster::mark(&self.store, req.metadata_mut());
         req
     }
 

@@ -181,11 +181,7 @@ impl Node {
             )),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(NodeError::ShuttingDown),
-            Err(_) => Err(NodeError::IndexTimeout(
-                READ_WAIT,
-                index,
-                self.applied_index(),
-            )),
+            Err(_) => Err(NodeError::IndexTimeout(limit, index, self.applied_index())),
         }
     }
 }

@@ -75,10 +75,6 @@ pub struct Network {
 /// started empty votes only once its log reaches it (`node::vote`).
 pub const LAST_LOG: &str = "x-aide-last-log";
 
-/// The metadata of a Raft message that names the sender's cluster, when the sender knows its id:
-/// a node of another cluster refuses the message ([`crate::apply::cluster`]).
-pub const CLUSTER: &str = "x-aide-cluster";
-
 /// Where a node learns that it was removed from the cluster: see [`announce_removal`].
 pub type Removal = Arc<tokio::sync::watch::Sender<Option<String>>>;
 
@@ -211,11 +207,7 @@ impl Peer {
                 tonic::metadata::MetadataValue::from(self.network.log.last_index_now()),
             );
         }
-        if let Ok(Some(cluster)) = crate::apply::cluster::known(&self.network.store) {
-            if let Ok(v) = cluster.parse() {
-                request.metadata_mut().insert(CLUSTER, v);
-            }
-        }
+        crate::apply::cluster::mark(&self.network.store, request.metadata_mut());
         crate::auth::as_node(&self.network.store, &mut request);
         request.set_timeout(option.hard_ttl());
         let response = match rpc {
@@ -224,7 +216,21 @@ impl Peer {
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
         if let Err(status) = &response {
-            if status.metadata().get(REMOVED).is_some() {
+            // Only a refusal from this node's own cluster (as far as the two know) says it
+            // was removed: another cluster's may have removed a node of the same id.
+            let ours = crate::apply::cluster::known(&self.network.store)
+                .ok()
+                .flatten();
+            let theirs = status
+                .metadata()
+                .get(crate::apply::cluster::CLUSTER)
+                .and_then(|v| v.to_str().ok());
+            let same_cluster = match (ours.as_deref(), theirs) {
+                (Some(ours), Some(theirs)) => ours == theirs,
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if status.metadata().get(REMOVED).is_some() && same_cluster {
                 announce_removal(
                     &self.network.store,
                     &self.network.removal,

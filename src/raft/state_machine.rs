@@ -72,7 +72,8 @@ impl Followers {
         // The batch may have changed the keys: read again by the next check, which may be a
         // read that waited for this index.
         self.keys.forget();
-        self.cluster.forget();
+        // A cluster's id never changes once named (a snapshot's install forgets it anyway).
+        self.cluster.forget_unless(Option::is_some);
         let mut ops = Vec::new();
         for e in effects {
             match e {

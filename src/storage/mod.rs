@@ -159,6 +159,17 @@ impl<T: Clone> Memo<T> {
         Ok(value)
     }
 
+    /// The store may have changed, unless the value in memory is one that `keeps` says cannot
+    /// change: the next [`Memo::get`] reads it again.
+    pub fn forget_unless(&self, keeps: impl Fn(&T) -> bool) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.1.as_ref().is_some_and(keeps) {
+            return;
+        }
+        inner.0 += 1;
+        inner.1 = None;
+    }
+
     /// The store may have changed: the next [`Memo::get`] reads it again.
     pub fn forget(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
