@@ -893,6 +893,14 @@ async fn a_node_with_keys_of_its_own_is_not_joined() {
         "{}",
         refused.stderr
     );
+    // Without it, the CLI asks the node for its id first, and says the same.
+    let refused = cli(&member.addr, &["cluster", "join", &other.addr]);
+    assert!(!refused.ok, "a node with keys of its own joined");
+    assert!(
+        refused.stderr.contains("is not empty") && refused.stderr.contains("API key of its own"),
+        "{}",
+        refused.stderr
+    );
     let members = cli(&member.addr, &["cluster", "members", "--format", "json"]).json();
     assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
 }

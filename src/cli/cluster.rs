@@ -6,6 +6,7 @@ use crate::client::Client;
 use crate::grpc::pb::cluster::{self as pb, Member, NodeStatus};
 use clap::Subcommand;
 use serde_json::{json, Value};
+use tonic::Code;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
@@ -71,9 +72,19 @@ async fn new_node_id(addr: &str) -> Result<u64, CliError> {
         .cluster_node_info(pb::NodeInfoRequest {})
         .await
         .map_err(|e| {
-            CliError::Failed(format!(
-                "cannot reach the new node at {addr} ({e}); start it first with `aide serve --no-init --listen {addr}`"
-            ))
+            CliError::Failed(match e.code {
+                // Only a node with API keys of its own asks for one: it holds data.
+                Code::Unauthenticated | Code::PermissionDenied => format!(
+                    "the node at {addr} is not empty: it asks for an API key of its own, so it \
+                     holds data of its own (a node started without --no-init or --join makes a \
+                     cluster of its own), and a node joins with none; start it on an empty data \
+                     directory with `aide serve --no-init --listen {addr}`, then join it"
+                ),
+                _ => format!(
+                    "cannot reach the new node at {addr} ({e}); start it first with `aide serve \
+                     --no-init --listen {addr}`"
+                ),
+            })
         })?;
     // The leader refuses an id that is taken (or was a removed node's), naming a free one.
     Ok(info.status.map_or(0, |s| s.node_id))
