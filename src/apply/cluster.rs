@@ -52,11 +52,16 @@ pub fn named(headers: &tonic::codegen::http::HeaderMap) -> Option<&str> {
     headers.get(CLUSTER).and_then(|v| v.to_str().ok())
 }
 
-/// This node's cluster, when a call names `theirs` and it is another (a node that knows no id
-/// yet takes any call: it is empty, or its cluster is being named).
+/// Whether two nodes' cluster ids name one cluster, as far as they know (a node that knows no
+/// id yet names none: it is empty, or its cluster is being named).
+pub fn same(a: &str, b: &str) -> bool {
+    a.is_empty() || b.is_empty() || a == b
+}
+
+/// This node's cluster, when a call names `theirs` and it is another.
 pub fn foreign(store: &Store, theirs: Option<&str>) -> Result<Option<Arc<str>>, StoreError> {
     let Some(theirs) = theirs else {
         return Ok(None);
     };
-    Ok(known(store)?.filter(|mine| **mine != *theirs))
+    Ok(known(store)?.filter(|mine| !same(mine, theirs)))
 }

@@ -78,18 +78,7 @@ impl ClusterService for Cluster {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         self.node.vote.open();
-        // Named before the answer, as a node that starts a new cluster names it before it serves.
-        let _ = self
-            .node
-            .raft
-            .wait(Some(crate::node::naming::AT_BIRTH))
-            .current_leader(self.node.id, "a new single-node cluster elects itself")
-            .await;
-        let _ = tokio::time::timeout(
-            crate::node::naming::AT_BIRTH,
-            crate::node::naming::name(&self.node),
-        )
-        .await;
+        crate::node::naming::at_birth(&self.node).await;
         Ok(Response::new(pb::InitResponse {
             node_id: self.node.id,
             members: self.node.members(),
@@ -148,7 +137,7 @@ impl ClusterService for Cluster {
                 Ok(s) if s.node_id != m.node_id => {
                     (format!("node-{}-here", s.node_id), String::new())
                 }
-                Ok(s) if !same_cluster(&s.cluster_id, &me_ref.cluster_id) => {
+                Ok(s) if !crate::apply::cluster::same(&s.cluster_id, &me_ref.cluster_id) => {
                     ("other-cluster".to_string(), s.cluster_id)
                 }
                 Ok(mut s) => {
@@ -279,10 +268,4 @@ impl ClusterService for Cluster {
             )))),
         }
     }
-}
-
-/// Whether two nodes' cluster ids name one cluster, as far as they know (a node learns its
-/// cluster's id from its leader; until then it names none).
-pub(crate) fn same_cluster(a: &str, b: &str) -> bool {
-    a.is_empty() || b.is_empty() || a == b
 }

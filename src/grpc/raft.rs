@@ -4,7 +4,6 @@ use super::pb::raft::{
     raft_service_server::{RaftService, RaftServiceServer},
     RaftPayload,
 };
-use crate::apply::cluster::CLUSTER;
 use crate::node::Node;
 use crate::raft::network::{MAX_MESSAGE_BYTES, TARGET};
 use crate::storage::codec::{decode, encode};
@@ -44,7 +43,8 @@ fn payload<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<
 
 impl Transport {
     /// Refuses a message meant for another node (see [`TARGET`]) or from another cluster (see
-    /// [`CLUSTER`]), and traffic from a peer this node is cut off from by a failpoint.
+    /// [`crate::apply::cluster::CLUSTER`]), and traffic from a peer this node is cut off from by
+    /// a failpoint.
     fn admit(
         &self,
         target: Option<u64>,
@@ -137,10 +137,7 @@ impl Transport {
 
 /// The cluster a message comes from, when its sender named it.
 fn cluster<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get(CLUSTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    crate::apply::cluster::named(req.metadata().as_ref()).map(str::to_string)
 }
 
 /// The node a message names as its target, when it names one.

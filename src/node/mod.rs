@@ -18,8 +18,8 @@ pub use clock::{wall_nanos, Clock, Tick};
 pub use error::NodeError;
 pub(crate) use propose::ProposeError;
 pub use propose::WriteMeta;
-pub use quorum::{FOREIGN_INDEX, GAVE_UP};
-pub use read::{Consistency, ReadOptions};
+pub use quorum::GAVE_UP;
+pub use read::{Consistency, ReadOptions, FOREIGN_INDEX};
 pub use start::{start, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
 
 use crate::apply::Effect;

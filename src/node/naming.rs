@@ -15,7 +15,7 @@ const EVERY: Duration = Duration::from_secs(1);
 
 /// How long a new cluster's node waits for its name before it serves anyway (the background
 /// task goes on trying).
-pub const AT_BIRTH: Duration = Duration::from_secs(5);
+const AT_BIRTH: Duration = Duration::from_secs(5);
 
 fn known(node: &Node) -> bool {
     match crate::apply::cluster::known(&node.store) {
@@ -48,6 +48,21 @@ pub async fn name(node: &Node) {
     if let Err(e) = landed {
         tracing::warn!(error = %e, "naming the cluster failed; trying again");
     }
+}
+
+/// Names the cluster this node has just made of itself, once it leads it (a single voter elects
+/// itself at once), within 5 s (the background task goes on after): before the node serves, or
+/// `cluster init` answers.
+pub async fn at_birth(node: &Node) {
+    let named = async {
+        let _ = node
+            .raft
+            .wait(None)
+            .current_leader(node.id, "a new single-node cluster elects itself")
+            .await;
+        name(node).await;
+    };
+    let _ = tokio::time::timeout(AT_BIRTH, named).await;
 }
 
 /// Runs until this node knows its cluster's id: whenever it leads a cluster without one, it

@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 /// up: trying the same node again at once would only wait again.
 pub const GAVE_UP: &str = "x-aide-gave-up";
 
-/// Marks a refusal of a min-index the cluster never committed ([`super::NodeError::ForeignIndex`]):
-/// a client that only remembered the index reads again without it.
-pub const FOREIGN_INDEX: &str = "x-aide-foreign-index";
-
 /// Since when this node has led (in which term), or has known no leader.
 #[derive(Default)]
 pub(crate) struct Leadership(Mutex<Watched>);

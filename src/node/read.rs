@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 /// How long a read waits for this node to apply the index it needs.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
 
+/// Marks a refusal of a min-index the cluster never committed ([`NodeError::ForeignIndex`]): a
+/// client that only remembered the index reads again without it.
+pub const FOREIGN_INDEX: &str = "x-aide-foreign-index";
+
 /// How long a read waits for its min-index before it asks whether the cluster ever committed it.
 const FOREIGN_CHECK: Duration = Duration::from_millis(200);
 

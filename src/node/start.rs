@@ -338,8 +338,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     tokio::spawn(super::quorum::watch_leadership(Arc::downgrade(&node)));
 
     if initializing {
-        // A new cluster is named before it serves (see `naming`).
-        let _ = tokio::time::timeout(naming::AT_BIRTH, naming::name(&node)).await;
+        naming::at_birth(&node).await;
     }
 
     let (stop_server, stopped) = oneshot::channel::<()>();

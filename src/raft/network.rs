@@ -221,15 +221,8 @@ impl Peer {
             let ours = crate::apply::cluster::known(&self.network.store)
                 .ok()
                 .flatten();
-            let theirs = status
-                .metadata()
-                .get(crate::apply::cluster::CLUSTER)
-                .and_then(|v| v.to_str().ok());
-            let same_cluster = match (ours.as_deref(), theirs) {
-                (Some(ours), Some(theirs)) => ours == theirs,
-                (Some(_), None) => false,
-                (None, _) => true,
-            };
+            let theirs = crate::apply::cluster::named(status.metadata().as_ref());
+            let same_cluster = ours.is_none() || ours.as_deref() == theirs;
             if status.metadata().get(REMOVED).is_some() && same_cluster {
                 announce_removal(
                     &self.network.store,

@@ -172,9 +172,7 @@ impl<T: Clone> Memo<T> {
 
     /// The store may have changed: the next [`Memo::get`] reads it again.
     pub fn forget(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.0 += 1;
-        inner.1 = None;
+        self.forget_unless(|_| false);
     }
 }
 
