@@ -178,7 +178,8 @@ fn proposal() -> Proposal {
                 },
                 precedence: None,
             }),
-        ],
+        ]
+        .into(),
     }
 }
 

@@ -212,10 +212,12 @@ pub enum Rejection {
     Unauthorized(String),
 }
 
-/// The payload of one Raft log entry: one or more envelopes, applied in order.
+/// The payload of one Raft log entry: one or more envelopes, applied in order. They are shared,
+/// so that the log hands its recent entries to replication and the state machine without
+/// copying them (serialized as the list itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub envelopes: Vec<Envelope>,
+    pub envelopes: std::sync::Arc<Vec<Envelope>>,
 }
 
 /// The results of a proposal, one per envelope.

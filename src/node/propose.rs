@@ -124,7 +124,9 @@ impl Node {
             return Err(ProposeError::GaveUp(text));
         }
         let started = Instant::now();
-        let write = self.raft.client_write(Proposal { envelopes });
+        let write = self.raft.client_write(Proposal {
+            envelopes: envelopes.into(),
+        });
         tokio::pin!(write);
         let written = loop {
             tokio::select! {

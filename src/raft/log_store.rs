@@ -1,6 +1,11 @@
 //! The Raft log (in [`Wal`] segment files) and the vote (in sled). A vote is flushed to disk
 //! before openraft is told it is saved, appended entries are synced by the log's own thread
 //! before openraft is told they are stored.
+//!
+//! The last entries appended are also kept as they were given ([`Recent`]): every entry is read
+//! back right after its append, by each replication stream on the leader and by the state
+//! machine on every node, and these reads take them from memory, sharing their envelopes,
+//! instead of reading and decoding the files again.
 
 use super::wal::Wal;
 use super::{read_err, write_err, Entry, LogId, NodeId, StorageError, TypeConfig};
@@ -8,8 +13,9 @@ use crate::storage::codec::{decode, encode};
 use crate::storage::{Store, StoreError};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, Vote};
+use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The log's directory inside the data directory.
 pub const LOG_DIR: &str = "raft-log";
@@ -27,11 +33,97 @@ pub(crate) fn last_purged(store: &Store) -> Result<Option<LogId>, StoreError> {
     }
 }
 
+/// The most bytes of encoded entries [`Recent`] keeps (besides the newest entry, kept whatever
+/// its size): several rounds of the largest entries the batcher makes.
+pub const RECENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// An entry with its encoded size.
+type KeptEntry = (Entry, usize);
+
+/// The last entries appended, in index order with no gap.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<KeptEntry>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Keeps `entries`, just appended after the log's last; forgets the oldest beyond
+    /// [`RECENT_BYTES`].
+    fn appended(&mut self, entries: Vec<KeptEntry>) {
+        let Some((first, _)) = entries.first() else {
+            return;
+        };
+        if self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index + 1 != first.log_id.index)
+        {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        for (entry, size) in entries {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.bytes > RECENT_BYTES && self.entries.len() > 1 {
+            self.forget(VecDeque::pop_front);
+        }
+    }
+
+    /// Forgets the entries from `index` on (cut off the log).
+    fn truncate(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= index)
+        {
+            self.forget(VecDeque::pop_back);
+        }
+    }
+
+    /// Forgets the entries up to `index` (purged from the log).
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= index)
+        {
+            self.forget(VecDeque::pop_front);
+        }
+    }
+
+    /// Forgets the entry `end` takes off.
+    fn forget(&mut self, end: fn(&mut VecDeque<KeptEntry>) -> Option<KeptEntry>) {
+        if let Some((_, size)) = end(&mut self.entries) {
+            self.bytes -= size;
+        }
+    }
+
+    /// The entries `start..end` (a range that is not empty), if all of them are kept.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let last = self.entries.back()?.0.log_id.index;
+        if start >= end || start < first || end - 1 > last {
+            return None;
+        }
+        let from = (start - first) as usize;
+        let to = (end - first) as usize;
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
 /// The Raft log store of a node; cloned as its own log reader.
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
     wal: Arc<Wal>,
+    recent: Arc<Mutex<Recent>>,
     /// The state machine's applied index.
     applied: tokio::sync::watch::Receiver<u64>,
 }
@@ -71,8 +163,32 @@ impl LogStore {
         Ok(LogStore {
             store,
             wal: Arc::new(wal),
+            recent: Arc::default(),
             applied,
         })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `entries` after the last one, and calls `done` once they are on disk.
+    fn append_then(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        done: Box<dyn FnOnce(std::io::Result<()>) + Send>,
+    ) -> Result<(), StorageError> {
+        let mut kept = Vec::new();
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let bytes = encode(&entry);
+            encoded.push((entry.log_id.index, bytes));
+            kept.push((entry, encoded.last().map_or(0, |(_, b)| b.len())));
+        }
+        self.wal.append(encoded, done).map_err(write_err)?;
+        // Kept once they are in the files: a read that comes between finds them there.
+        self.recent().appended(kept);
+        Ok(())
     }
 
     /// The index of the last entry in the log now (0: none), flushed or not.
@@ -125,6 +241,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&n) => n,
             Bound::Unbounded => u64::MAX,
         };
+        if let Some(entries) = self.recent().get(start, end) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         for bytes in self.wal.read(start, end).map_err(read_err)? {
             out.push(decode::<Entry>(&bytes).map_err(read_err)?);
@@ -187,19 +306,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let entries: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| (e.log_id.index, encode(&e)))
-            .collect();
-        self.wal
-            .append(
-                entries,
-                Box::new(move |synced| callback.log_io_completed(synced)),
-            )
-            .map_err(write_err)
+        self.append_then(
+            entries,
+            Box::new(move |synced| callback.log_io_completed(synced)),
+        )
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Forgotten here first: a read that comes between finds them in the files, as before.
+        self.recent().truncate(log_id.index);
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.truncate(log_id.index))
             .await
@@ -225,6 +340,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.set_meta(LAST_PURGED, &log_id)?;
         self.flush().await?;
+        self.recent().purge(log_id.index);
         let wal = self.wal.clone();
         tokio::task::spawn_blocking(move || wal.purge(log_id.index))
             .await
@@ -243,6 +359,90 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Blank,
         }
+    }
+
+    /// An entry of `term` carrying one state set of `bytes` bytes.
+    fn write(term: u64, index: u64, bytes: usize) -> Entry {
+        use crate::command::{Command, Envelope, Proposal};
+        let set = Command::StateSet(crate::model::StateEntry {
+            key: format!("k{index}"),
+            value: "v".repeat(bytes),
+            ..Default::default()
+        });
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Proposal {
+                envelopes: vec![Envelope {
+                    request_id: format!("r{term}-{index}"),
+                    project: "p".into(),
+                    now: 0,
+                    stamp: Default::default(),
+                    command: set,
+                    accessor: String::new(),
+                }]
+                .into(),
+            }),
+        }
+    }
+
+    /// Appends `entries` and waits until they are on disk.
+    fn append(log: &LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        log.append_then(entries, Box::new(move |r| tx.send(r.is_ok()).unwrap()))
+            .unwrap();
+        assert!(rx.recv().unwrap());
+    }
+
+    /// `(term, index)` of each entry `range` reads.
+    async fn read(log: &mut LogStore, range: std::ops::RangeInclusive<u64>) -> Vec<(u64, u64)> {
+        let entries = log.try_get_log_entries(range).await.unwrap();
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reads_of_recent_entries_follow_the_log_through_cuts_purges_and_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (applied, applied_rx) = tokio::sync::watch::channel(0);
+        let mut log = LogStore::open(store.clone(), applied_rx.clone()).unwrap();
+        let written: Vec<Entry> = (1..=5).map(|i| write(1, i, 10)).collect();
+        append(&log, written.clone());
+        assert_eq!(log.try_get_log_entries(1..=5).await.unwrap(), written);
+
+        // A new leader cuts entries 3.. off and writes its own there.
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        assert_eq!(read(&mut log, 1..=5).await, [(1, 1), (1, 2)]);
+        append(&log, (3..=6).map(|i| write(2, i, 10)).collect());
+        let now = [(1, 2), (2, 3), (2, 4), (2, 5), (2, 6)];
+        assert_eq!(read(&mut log, 2..=6).await, now);
+
+        // Purged up to 2.
+        applied.send_replace(6);
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .await
+            .unwrap();
+        assert_eq!(read(&mut log, 1..=6).await, now[1..]);
+
+        // More than is kept in memory: the older ones come from the files.
+        let big = RECENT_BYTES / 4;
+        append(&log, (7..=12).map(|i| write(2, i, big)).collect());
+        let all: Vec<(u64, u64)> = (3..=12).map(|i| (2, i)).collect();
+        assert_eq!(read(&mut log, 3..=12).await, all);
+        assert!(
+            log.recent().get(7, 8).is_none(),
+            "entry 7 is no longer kept"
+        );
+
+        // What the files hold after a restart is what was read before it.
+        let before = log.try_get_log_entries(3..=12).await.unwrap();
+        drop(log);
+        let mut log = LogStore::open(store, applied_rx).unwrap();
+        assert_eq!(log.try_get_log_entries(3..=12).await.unwrap(), before);
     }
 
     #[tokio::test]
