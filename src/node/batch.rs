@@ -183,7 +183,7 @@ async fn propose(node: &Node, batch: Vec<Pending>, local: bool, cohort: Option<&
     }
     let mut sizes = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
-    let mut envelopes = Vec::new();
+    let mut envelopes = Vec::with_capacity(batch.iter().map(|p| p.envelopes.len()).sum());
     for p in batch {
         sizes.push(p.envelopes.len());
         replies.push(p.reply);

@@ -33,12 +33,24 @@ pub(crate) fn last_purged(store: &Store) -> Result<Option<LogId>, StoreError> {
     }
 }
 
-/// The most bytes of encoded entries [`Recent`] keeps (besides the newest entry, kept whatever
-/// its size): several rounds of the largest entries the batcher makes.
+/// About the most memory the entries [`Recent`] keeps may take (besides the newest entry, kept
+/// whatever its size): several rounds of the largest entries the batcher makes.
 pub const RECENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// An entry with its encoded size.
+/// An entry with about the memory it takes.
 type KeptEntry = (Entry, usize);
+
+/// About the memory `entry` takes, `encoded` bytes long: its text and numbers (which its
+/// encoding holds) and the structures around them.
+fn footprint(entry: &Entry, encoded: usize) -> usize {
+    let envelopes = match &entry.payload {
+        openraft::EntryPayload::Normal(p) => p.envelopes.len(),
+        _ => 0,
+    };
+    encoded
+        + std::mem::size_of::<Entry>()
+        + envelopes * std::mem::size_of::<crate::command::Envelope>()
+}
 
 /// The last entries appended, in index order with no gap.
 #[derive(Default)]
@@ -182,8 +194,9 @@ impl LogStore {
         let mut encoded = Vec::new();
         for entry in entries {
             let bytes = encode(&entry);
+            let size = footprint(&entry, bytes.len());
             encoded.push((entry.log_id.index, bytes));
-            kept.push((entry, encoded.last().map_or(0, |(_, b)| b.len())));
+            kept.push((entry, size));
         }
         self.wal.append(encoded, done).map_err(write_err)?;
         // Kept once they are in the files: a read that comes between finds them there.
@@ -393,13 +406,27 @@ mod tests {
         assert!(rx.recv().unwrap());
     }
 
-    /// `(term, index)` of each entry `range` reads.
+    /// `(term, index)` of each entry `range` reads, checked against what the files hold there
+    /// (the whole entries, decoded from the files).
     async fn read(log: &mut LogStore, range: std::ops::RangeInclusive<u64>) -> Vec<(u64, u64)> {
-        let entries = log.try_get_log_entries(range).await.unwrap();
+        let entries = log.try_get_log_entries(range.clone()).await.unwrap();
+        let in_files: Vec<Entry> = (log.wal.read(*range.start(), range.end() + 1).unwrap())
+            .iter()
+            .map(|bytes| decode(bytes).unwrap())
+            .collect();
+        assert_eq!(
+            entries, in_files,
+            "entries {range:?} read as the files hold them"
+        );
         entries
             .iter()
             .map(|e| (e.log_id.leader_id.term, e.log_id.index))
             .collect()
+    }
+
+    /// Whether the entries `range` are read from memory.
+    fn kept(log: &LogStore, range: std::ops::RangeInclusive<u64>) -> bool {
+        log.recent().get(*range.start(), range.end() + 1).is_some()
     }
 
     #[tokio::test]
@@ -408,16 +435,21 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         let (applied, applied_rx) = tokio::sync::watch::channel(0);
         let mut log = LogStore::open(store.clone(), applied_rx.clone()).unwrap();
-        let written: Vec<Entry> = (1..=5).map(|i| write(1, i, 10)).collect();
-        append(&log, written.clone());
-        assert_eq!(log.try_get_log_entries(1..=5).await.unwrap(), written);
+        append(&log, (1..=5).map(|i| write(1, i, 10)).collect());
+        assert!(
+            kept(&log, 1..=5),
+            "entries just appended are read from memory"
+        );
+        let first: Vec<(u64, u64)> = (1..=5).map(|i| (1, i)).collect();
+        assert_eq!(read(&mut log, 1..=5).await, first);
 
         // A new leader cuts entries 3.. off and writes its own there.
         log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3))
             .await
             .unwrap();
-        assert_eq!(read(&mut log, 1..=5).await, [(1, 1), (1, 2)]);
+        assert_eq!(read(&mut log, 1..=5).await, first[..2]);
         append(&log, (3..=6).map(|i| write(2, i, 10)).collect());
+        assert!(kept(&log, 2..=6));
         let now = [(1, 2), (2, 3), (2, 4), (2, 5), (2, 6)];
         assert_eq!(read(&mut log, 2..=6).await, now);
 
@@ -431,18 +463,19 @@ mod tests {
         // More than is kept in memory: the older ones come from the files.
         let big = RECENT_BYTES / 4;
         append(&log, (7..=12).map(|i| write(2, i, big)).collect());
-        let all: Vec<(u64, u64)> = (3..=12).map(|i| (2, i)).collect();
-        assert_eq!(read(&mut log, 3..=12).await, all);
         assert!(
-            log.recent().get(7, 8).is_none(),
+            kept(&log, 10..=12) && !kept(&log, 7..=12),
             "entry 7 is no longer kept"
         );
+        let all: Vec<(u64, u64)> = (3..=12).map(|i| (2, i)).collect();
+        assert_eq!(read(&mut log, 3..=12).await, all);
 
-        // What the files hold after a restart is what was read before it.
-        let before = log.try_get_log_entries(3..=12).await.unwrap();
+        // The entries read from memory are those the files give after a restart.
+        let before = log.try_get_log_entries(10..=12).await.unwrap();
         drop(log);
         let mut log = LogStore::open(store, applied_rx).unwrap();
-        assert_eq!(log.try_get_log_entries(3..=12).await.unwrap(), before);
+        assert!(!kept(&log, 10..=12));
+        assert_eq!(log.try_get_log_entries(10..=12).await.unwrap(), before);
     }
 
     #[tokio::test]
