@@ -89,6 +89,15 @@ remote=127.0.0.1:$port1,127.0.0.1:$port2,127.0.0.1:$port3
 # Wait (bounded) until all three are voters.
 for _ in $(seq 1 100); do
   if [ "$("$aide" --remote "$remote" "${client_tls[@]}" cluster members 2>/dev/null | grep -c voter)" = 3 ]; then
+    # The last membership changes reach every node's state machine a moment later: wait
+    # (bounded) for every node to have applied the leader's log, so the status shows the
+    # cluster settled rather than in the middle of forming (it is shown either way).
+    for _ in $(seq 1 30); do
+      settled=$("$aide" --remote "$remote" "${client_tls[@]}" cluster status --format json 2>/dev/null |
+        grep -c '"lag": 0,' || true)
+      [ "$settled" = 3 ] && break
+      sleep 0.1
+    done
     "$aide" --remote "$remote" "${client_tls[@]}" cluster status
     echo
     echo "export AIDE_REMOTE=$remote"
