@@ -94,7 +94,7 @@ for _ in $(seq 1 100); do
     # cluster settled rather than in the middle of forming (it is shown either way).
     for _ in $(seq 1 30); do
       settled=$("$aide" --remote "$remote" "${client_tls[@]}" cluster status --format json 2>/dev/null |
-        grep -c '"lag": 0,' || true)
+        grep -cE '"lag": 0(,|$)' || true)
       [ "$settled" = 3 ] && break
       sleep 0.1
     done

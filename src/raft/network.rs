@@ -218,12 +218,14 @@ impl Peer {
         if let Err(status) = &response {
             // Only a refusal from this node's own cluster (as far as the two know) says it
             // was removed: another cluster's may have removed a node of the same id.
-            let ours = crate::apply::cluster::known(&self.network.store)
-                .ok()
-                .flatten();
-            let theirs = crate::apply::cluster::named(status.metadata().as_ref());
-            let same_cluster = ours.is_none() || ours.as_deref() == theirs;
-            if status.metadata().get(REMOVED).is_some() && same_cluster {
+            let same_cluster = || {
+                let ours = crate::apply::cluster::known(&self.network.store)
+                    .ok()
+                    .flatten();
+                ours.is_none()
+                    || ours.as_deref() == crate::apply::cluster::named(status.metadata().as_ref())
+            };
+            if status.metadata().get(REMOVED).is_some() && same_cluster() {
                 announce_removal(
                     &self.network.store,
                     &self.network.removal,
