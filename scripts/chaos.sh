@@ -4,7 +4,8 @@
 # follower, of every node; SIGSTOP of the leader or a follower past an election timeout). Prints
 # the summary (operations ok / failed / indeterminate, faults, violations); on a violation it
 # prints the smallest failing part of the history and exits non-zero.
-# AIDE_CHAOS_KEEP=DIR: on a violation the nodes' logs are copied into DIR.
+# AIDE_KEEP_LOGS=DIR: when the run fails (a violation, or a cluster that never settles) the
+# nodes' logs are copied into DIR.
 # Usage: scripts/chaos.sh [--seed N] [--duration SECONDS] [--nodes 3|5]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -430,6 +430,7 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
                 "pause a follower"
             }
         };
+        eprintln!("{:>7.3} s: {fault}", rec.now() as f64 / 1e9);
         *faults.entry(fault).or_default() += 1;
     }
     // Heal, let the clients see the healed cluster for a moment, then stop them.
@@ -599,14 +600,7 @@ async fn run(seed: u64, nodes: usize, secs: u64) -> String {
         violations.len()
     );
     if !violations.is_empty() {
-        // AIDE_CHAOS_KEEP=DIR: the nodes' logs are copied there, to see what they did.
-        if let Ok(dir) = std::env::var("AIDE_CHAOS_KEEP") {
-            let _ = std::fs::create_dir_all(&dir);
-            for node in &cluster.nodes {
-                let name = node.log.file_name().unwrap_or_default();
-                let _ = std::fs::copy(&node.log, std::path::Path::new(&dir).join(name));
-            }
-        }
+        // With AIDE_KEEP_LOGS=DIR the cluster leaves the nodes' logs there as it drops.
         panic!("{summary}\n{}", violations.join("\n"));
     }
     summary

@@ -20,6 +20,25 @@ pub struct Cluster {
     started: usize,
 }
 
+/// A test that fails with `AIDE_KEEP_LOGS=DIR` set leaves the nodes' logs in DIR.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("AIDE_KEEP_LOGS") else {
+            return;
+        };
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        for node in &self.nodes {
+            let name = node.log.file_name().unwrap_or_default();
+            let _ = std::fs::copy(&node.log, dir.join(name));
+        }
+        eprintln!("the nodes' logs are in {}", dir.display());
+    }
+}
+
 impl Cluster {
     /// Starts `n` nodes (with `extra` flags each) and waits until all are voters.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
