@@ -1039,6 +1039,16 @@ async fn a_write_without_a_quorum_fails_saying_why() {
         "{}",
         out.stderr
     );
+    // A membership change there: the same reason, not a wait until the client gives up.
+    let asked = Instant::now();
+    let gone = c.nodes[leader].id.to_string();
+    let out = c.nodes[followers[0]].cli(&["cluster", "remove", &gone]);
+    assert!(asked.elapsed() < Duration::from_secs(5), "{out:?}");
+    assert!(
+        !out.ok && out.stderr.contains("has known no leader for"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// The leader answers a write before the write is in its database (it is in the Raft log of a
@@ -1359,6 +1369,80 @@ async fn the_client_fails_over_when_its_node_dies() {
     )
     .json();
     assert_eq!(out["value"], "2");
+}
+
+/// The term node `i` reports, whatever its role.
+async fn term_at(c: &Cluster, i: usize) -> u64 {
+    c.client(i, "p", ReadMode::Stale)
+        .cluster_node_info(aide::grpc::pb::cluster::NodeInfoRequest {})
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .term
+}
+
+/// Cuts node `i` off from the others both ways (an empty `peers`: heals it).
+async fn cut_off(c: &Cluster, i: usize, on: bool) {
+    for j in 0..c.nodes.len() {
+        let peers: Vec<u64> = match (on, j == i) {
+            (false, _) => Vec::new(),
+            (true, true) => (0..c.nodes.len())
+                .filter(|&k| k != i)
+                .map(|k| c.nodes[k].id)
+                .collect(),
+            (true, false) => vec![c.nodes[i].id],
+        };
+        c.client(j, "p", ReadMode::Stale)
+            .cluster_set_isolation(aide::grpc::pb::cluster::IsolationRequest {
+                isolate_from: peers,
+                one_way: false,
+            })
+            .await
+            .expect("set a failpoint");
+    }
+}
+
+/// A follower that stops hearing from the leader for several election timeouts (paused, or cut
+/// off alone) asks the others before it campaigns; they still hear from the leader and say no,
+/// so its term does not rise and, back in touch, it does not unseat the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_or_cut_off_follower_does_not_unseat_the_leader() {
+    let mut c = Cluster::start(3, &["--failpoints"]).await;
+    let (l, term) = leader_and_term(&mut c).await;
+    let f = (0..3).find(|&i| i != l).unwrap();
+    let w = client_for(&[c.nodes[l].addr.clone()], "p", ReadMode::Linearizable);
+
+    // Paused for about three election timeouts (the pause is the fault: its length is the test).
+    // SAFETY: signals a child process this test started.
+    assert_eq!(
+        unsafe { libc::kill(c.nodes[f].pid() as i32, libc::SIGSTOP) },
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(c.nodes[f].pid() as i32, libc::SIGCONT) };
+    w.state_set(set("a", "1")).await.unwrap();
+    c.wait_applied(w.last_index()).await;
+    assert_eq!(leading_term(&c, l).await, Some(term), "the leader stays");
+    assert_eq!(term_at(&c, f).await, term, "the paused follower's term");
+
+    // Cut off alone for about four election timeouts, then back.
+    cut_off(&c, f, true).await;
+    let cut_at = Instant::now();
+    w.state_set(set("b", "2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(cut_at.elapsed())).await;
+    assert_eq!(
+        term_at(&c, f).await,
+        term,
+        "the term of a follower cut off alone"
+    );
+    cut_off(&c, f, false).await;
+    w.state_set(set("c", "3")).await.unwrap();
+    c.wait_applied(w.last_index()).await;
+    assert_eq!(leading_term(&c, l).await, Some(term), "the leader stays");
+    let fc = c.client(f, "p", ReadMode::Stale);
+    assert_eq!(value_at(&fc, "b").await.as_deref(), Some("2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

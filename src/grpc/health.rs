@@ -12,7 +12,7 @@ impl HealthService for Api {
     ) -> Result<Response<pb::HealthCheckResponse>, Status> {
         let m = self.node.raft.metrics().borrow().clone();
         Ok(Response::new(pb::HealthCheckResponse {
-            healthy: m.running_state.is_ok() && m.current_leader.is_some(),
+            healthy: m.running_state.is_ok() && self.node.leader().is_some(),
             version: crate::VERSION.to_string(),
             db_path: self.node.store.dir().display().to_string(),
             commit: crate::COMMIT.to_string(),

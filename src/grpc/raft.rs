@@ -6,7 +6,10 @@ use super::pb::raft::{
 };
 use crate::node::Node;
 use crate::raft::network::{MAX_MESSAGE_BYTES, TARGET};
+use crate::raft::prevote::{self, PreVoteRequest};
 use crate::storage::codec::{decode, encode};
+use openraft::raft::AppendEntriesResponse;
+use openraft::storage::RaftLogStorage;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -207,6 +210,9 @@ impl RaftService for Transport {
                 .map_err(|e| Status::internal(format!("keeping the vote barrier: {e}")))?;
         }
         let result = self.node.raft.append_entries(req).await;
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.node.heard.now();
+        }
         reply(&result)
     }
 
@@ -216,7 +222,37 @@ impl RaftService for Transport {
         self.admit(to, from_cluster, req.vote.leader_id().voted_for())?;
         self.may_vote().await?;
         let result = self.node.raft.vote(req).await;
+        if matches!(&result, Ok(r) if r.vote_granted) {
+            self.node.heard.now();
+        }
         reply(&result)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let (to, from_cluster) = (target(&req)?, cluster(&req));
+        let req: PreVoteRequest = payload(req)?;
+        self.admit(to, from_cluster, Some(req.candidate))?;
+        let refusal = self.may_vote().await.err().map(|s| s.message().to_string());
+        let last_log_id = self
+            .node
+            .log
+            .clone()
+            .get_log_state()
+            .await
+            .map_err(|e| Status::internal(format!("reading the log's end: {e}")))?
+            .last_log_id;
+        let answer = prevote::answer(
+            &self.node.raft,
+            self.node.id,
+            &self.node.heard,
+            self.node.lease,
+            last_log_id,
+            refusal,
+            &req,
+        );
+        reply(&Ok::<_, openraft::error::RaftError<crate::raft::NodeId>>(
+            answer,
+        ))
     }
 
     async fn install_snapshot(
@@ -226,7 +262,11 @@ impl RaftService for Transport {
         let (to, from_cluster) = (target(&req)?, cluster(&req));
         let req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = payload(req)?;
         self.admit(to, from_cluster, req.vote.leader_id().voted_for())?;
+        let vote = req.vote;
         let result = self.node.raft.install_snapshot(req).await;
+        if matches!(&result, Ok(r) if r.vote == vote) {
+            self.node.heard.now();
+        }
         reply(&result)
     }
 }

@@ -42,7 +42,12 @@ impl Node {
         match self.leader() {
             Some((id, _)) if id == self.id => Ok(None),
             Some((_, addr)) => Ok(Some(addr)),
-            None => Err(NodeError::NoLeader),
+            // Without a leader for longer than an election takes: say why now, rather than
+            // have the client try until its time runs out.
+            None => Err(match self.leaderless_for() {
+                Some(d) => NodeError::GaveUp(self.no_leader_text(d, super::quorum::Serving::Write)),
+                None => NodeError::NoLeader,
+            }),
         }
     }
 

@@ -83,9 +83,28 @@ pub struct Node {
     pub(crate) removal: crate::raft::network::Removal,
     /// Until when this node, started empty, must not vote.
     pub(crate) vote: vote::VoteGate,
+    /// When this node last heard from its leader (see [`crate::raft::prevote`]).
+    pub(crate) heard: crate::raft::prevote::Heard,
+    /// How long after hearing from a leader this node refuses to help elect another.
+    pub(crate) lease: std::time::Duration,
+    /// This node's Raft log (its end answers pre-votes).
+    pub(crate) log: crate::raft::log_store::LogStore,
 }
 
 impl Node {
+    /// How long this node has not heard from the leader its vote names, when that is longer
+    /// than an election takes. (A follower whose leader died keeps its vote for it: it asks
+    /// before it campaigns, see [`crate::raft::prevote`], and may find no majority to.)
+    pub(crate) fn leader_silence(&self) -> Option<std::time::Duration> {
+        let leads_elsewhere = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader.is_some_and(|l| l != self.id)
+        };
+        let age = self.heard.age();
+        (leads_elsewhere && age > 2 * self.lease).then_some(age)
+    }
+
     /// The applied log index now.
     pub fn applied_index(&self) -> u64 {
         *self.applied.borrow()
@@ -130,8 +149,12 @@ impl Node {
                 .is_none()
     }
 
-    /// The current leader's id and address, if one is known.
+    /// The current leader's id and address, if one is known: this node, or the leader its vote
+    /// names, unless this node has not heard from that one for longer than an election takes.
     pub fn leader(&self) -> Option<(NodeId, String)> {
+        if self.leader_silence().is_some() {
+            return None;
+        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let id = m.current_leader?;

@@ -87,7 +87,11 @@ impl Node {
 
     /// How long this node has known no leader, once that is at least [`Node::patience`].
     pub(crate) fn leaderless_for(&self) -> Option<Duration> {
-        let since = self.leadership.get(|w| w.leaderless)?.elapsed();
+        let since = self
+            .leadership
+            .get(|w| w.leaderless)
+            .map(|t| t.elapsed())
+            .or_else(|| self.leader_silence())?;
         (since >= self.patience).then_some(since)
     }
 

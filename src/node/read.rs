@@ -109,7 +109,7 @@ impl Node {
                 })
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                let Some(node) = f.leader_node else {
+                let Some(node) = f.leader_node.filter(|_| self.leader_silence().is_none()) else {
                     // Without a leader for longer than an election takes: say why, and that
                     // trying again at once will not help.
                     return Err(match self.leaderless_for() {

@@ -233,16 +233,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let restored_lead = super::read::restored_leadership(&mut log, id)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = Network {
+        isolation: isolation.clone(),
+        store: store.clone(),
+        channels: channels.clone(),
+        removal: removal.clone(),
+        log: log.clone(),
+    };
+    let raft_log = log.clone();
     let raft = Raft::new(
         id,
         Arc::new(raft_config),
-        Network {
-            isolation: isolation.clone(),
-            store: store.clone(),
-            channels: channels.clone(),
-            removal: removal.clone(),
-            log: log.clone(),
-        },
+        network.clone(),
         log,
         StateMachine::new(store.clone(), followers, landing.clone())
             .map_err(StartError::Store)?
@@ -250,6 +252,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let heard = crate::raft::prevote::Heard::default();
+    tokio::spawn(crate::raft::prevote::run(
+        raft.clone(),
+        network,
+        heard.clone(),
+        id,
+        config.timing.clone(),
+    ));
     let initialized = raft
         .is_initialized()
         .await
@@ -332,6 +342,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         removed_ids,
         removal,
         vote,
+        heard,
+        lease: std::time::Duration::from_millis(config.timing.election_max_ms),
+        log: raft_log,
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));
     tokio::spawn(read_rounds.run(Arc::downgrade(&node)));

@@ -7,6 +7,7 @@
 pub mod landing;
 pub mod log_store;
 pub mod network;
+pub mod prevote;
 pub mod state_machine;
 pub mod wal;
 
@@ -70,8 +71,8 @@ impl RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        // openraft starts an election once a follower has heard nothing for the leader lease
-        // (election_max) plus a random election timeout (election_min..election_max): here
+        // A follower asks for an election (`prevote`) once it has heard nothing for the leader
+        // lease (election_max) plus a random election timeout (election_min..election_max): here
         // 500 to 600 ms after the last heartbeat, so a dead leader costs under a second of writes.
         // The heartbeat interval is also how long openraft lets one AppendEntries call take.
         RaftTiming {
@@ -99,6 +100,8 @@ pub fn config(timing: &RaftTiming) -> Result<openraft::Config, openraft::ConfigE
         // openraft gives an AppendEntries call one heartbeat interval to complete, so a call
         // must stay small: at most 8 entries of at most crate::node::batch::MAX_BYTES each.
         max_payload_entries: 8,
+        // Elections are started by the node, after a pre-vote (`prevote`).
+        enable_elect: false,
         ..Default::default()
     }
     .validate()

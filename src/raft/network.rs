@@ -167,6 +167,40 @@ pub struct Peer {
 struct TransportError(String);
 
 impl Peer {
+    /// The way to node `target` at `addr`.
+    pub fn new(target: NodeId, addr: String, network: Network) -> Peer {
+        Peer {
+            target,
+            addr,
+            network,
+        }
+    }
+
+    /// Asks the peer whether it would vote for this node (see [`super::prevote`]), waiting at
+    /// most `limit`. A node of a version before pre-votes answers yes: it votes by openraft's
+    /// rules alone.
+    pub async fn pre_vote(
+        &mut self,
+        req: &super::prevote::PreVoteRequest,
+        limit: Duration,
+    ) -> Result<super::prevote::PreVoteAnswer, String> {
+        let option = RPCOption::new(limit);
+        match self
+            .call::<_, _, openraft::error::Infallible>(Rpc::PreVote, req, &option)
+            .await
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                Ok(super::prevote::PreVoteAnswer {
+                    granted: true,
+                    reason: String::new(),
+                })
+            }
+            Err(status) => Err(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
@@ -185,7 +219,7 @@ impl Peer {
         }
         let lane = match rpc {
             Rpc::Snapshot => Lane::Snapshot,
-            Rpc::Append | Rpc::Vote => Lane::Raft,
+            Rpc::Append | Rpc::Vote | Rpc::PreVote => Lane::Raft,
         };
         let mut client = match self.network.channels.get(&self.addr, lane) {
             Ok(c) => RaftServiceClient::new(c)
@@ -213,6 +247,7 @@ impl Peer {
         let response = match rpc {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
+            Rpc::PreVote => client.pre_vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
         if let Err(status) = &response {
@@ -269,6 +304,7 @@ type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, Raf
 enum Rpc {
     Append,
     Vote,
+    PreVote,
     Snapshot,
 }
 
