@@ -86,16 +86,26 @@ start_node 2
 start_node 3
 
 remote=127.0.0.1:$port1,127.0.0.1:$port2,127.0.0.1:$port3
+# How many of the three nodes are voters (members added since, such as a fourth node, aside).
+voters() {
+  local members n=0
+  members=$("$aide" --remote "$remote" "${client_tls[@]}" cluster members 2>/dev/null || true)
+  for port in "$port1" "$port2" "$port3"; do
+    if grep -qE "^[0-9]+ 127\.0\.0\.1:$port voter" <<<"$members"; then n=$((n + 1)); fi
+  done
+  echo "$n"
+}
 # Wait (bounded) until all three are voters.
 for _ in $(seq 1 100); do
-  if [ "$("$aide" --remote "$remote" "${client_tls[@]}" cluster members 2>/dev/null | grep -c voter)" = 3 ]; then
+  if [ "$(voters)" = 3 ]; then
     # The last membership changes reach every node's state machine a moment later: wait
     # (bounded) for every node to have applied the leader's log, so the status shows the
     # cluster settled rather than in the middle of forming (it is shown either way).
     for _ in $(seq 1 30); do
-      settled=$("$aide" --remote "$remote" "${client_tls[@]}" cluster status --format json 2>/dev/null |
-        grep -cE '"lag": 0(,|$)' || true)
-      [ "$settled" = 3 ] && break
+      status=$("$aide" --remote "$remote" "${client_tls[@]}" cluster status --format json 2>/dev/null || true)
+      if grep -qE '"lag": 0(,|$)' <<<"$status" && ! grep -qE '"lag": ([1-9]|null)' <<<"$status"; then
+        break
+      fi
       sleep 0.1
     done
     "$aide" --remote "$remote" "${client_tls[@]}" cluster status

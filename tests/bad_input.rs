@@ -677,6 +677,43 @@ fn malformed_config_files_and_flags_get_clear_errors_and_touch_nothing() {
             ),
             &["--min-index", "abc"],
         ),
+        (
+            "a join address that is no HOST:PORT",
+            serve(&["--listen", "127.0.0.1:0", "--join", "nonsense"]),
+            &["--join", "nonsense", "HOST:PORT"],
+        ),
+        (
+            "a join through the node's own address",
+            serve(&["--listen", "127.0.0.1:7499", "--join", "127.0.0.1:7499"]),
+            &["--join", "own address"],
+        ),
+        (
+            "cluster join of an address that is no HOST:PORT",
+            aide(
+                &[
+                    "cluster",
+                    "join",
+                    "127.0.0.1:99999",
+                    "--remote",
+                    "127.0.0.1:9",
+                ],
+                &none,
+            ),
+            &["cluster join", "127.0.0.1:99999", "HOST:PORT"],
+        ),
+        (
+            "a remote given as a URL path",
+            aide(&["state", "get", "k", "--remote", "127.0.0.1/x:9"], &none),
+            &["--remote", "127.0.0.1/x:9"],
+        ),
+        (
+            "a benchmark of no clients",
+            aide(
+                &["bench", "--clients", "0", "--remote", "127.0.0.1:9"],
+                &none,
+            ),
+            &["--clients", "at least 1"],
+        ),
     ];
     for (what, (ok, err), words) in cases {
         assert!(!ok, "{what} was accepted");

@@ -380,6 +380,10 @@ fn the_remote_flag_and_project_flag_are_honoured() {
     );
     let bad = cli("not-an-address", &["state", "get", "k"]);
     assert!(!bad.ok && bad.stderr.contains("HOST:PORT"), "{bad:?}");
+    // Given as a URL, as the config file's peers may be: the same node.
+    let url = format!("http://{}/", n.addr);
+    let out = cli(&url, &["--project=p1", "state", "get", "k"]);
+    assert!(out.ok && out.out().trim() == "v", "{out:?}");
 }
 
 /// `aide bench` drives real load at a node: every operation completes calls without errors,

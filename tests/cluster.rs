@@ -561,6 +561,9 @@ async fn a_fresh_node_at_a_voters_address_is_not_taken_for_it() {
     );
     let (status, row) = status_and_row(&c.nodes[leader].addr, id);
     assert_eq!(row["reachable"], false, "{status}");
+    // Its figures are not known: null, not 0.
+    assert_eq!(row["lag"], serde_json::Value::Null, "{status}");
+    assert_eq!(row["applied_index"], serde_json::Value::Null, "{status}");
     assert_eq!(
         row["state"],
         format!("node-{}-here", stranger.id),

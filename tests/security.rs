@@ -785,9 +785,9 @@ async fn a_follower_that_missed_the_enabling_of_keys_catches_up_and_checks_the_k
         .unwrap()
         .secret;
     let enabled_at = open.last_index();
-    // Cut off, the follower campaigns at ever higher terms. Wait until it has gone past the
-    // leader's: healed, it refuses the leader's heartbeats, and its own vote requests lack the
-    // node secret the others now want (the cluster must still settle on a leader it follows).
+    // Cut off, the follower stops hearing from its leader and asks the others whether they
+    // would elect it; it reaches none, so it does not campaign: its term stays. Wait until it
+    // counts itself leaderless (healed, it must still follow the leader, now with keys on).
     let term_of = |i: usize| {
         let node = keyed(
             &[c.nodes[i].addr.clone()],
@@ -806,13 +806,25 @@ async fn a_follower_that_missed_the_enabling_of_keys_catches_up_and_checks_the_k
     };
     let leader_term = term_of(leader).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while term_of(behind).await <= leader_term + 1 {
+    loop {
+        let members = keyed(&[c.nodes[behind].addr.clone()], "p", None, ReadMode::Stale)
+            .cluster_members(aide::grpc::pb::cluster::MembersRequest {})
+            .await
+            .unwrap();
+        if members.leader_id == 0 {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the cut-off follower never campaigned"
+            "the cut-off follower kept counting on a leader it does not hear"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        term_of(behind).await,
+        leader_term,
+        "the cut-off follower campaigned"
+    );
 
     // Three reads on one connection to the follower, sent in this order: two that wait for the
     // enabling (with the admin key, and with none), then one that does not wait. When the third

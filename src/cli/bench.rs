@@ -50,6 +50,15 @@ pub async fn run(
     api_key: Option<String>,
     out: &Printer,
 ) -> Result<(), CliError> {
+    for (flag, value) in [
+        ("clients", Some(args.clients)),
+        ("connections", args.connections),
+        ("keys", Some(args.keys)),
+    ] {
+        if value == Some(0) {
+            return Err(CliError::Usage(format!("--{flag} must be at least 1")));
+        }
+    }
     let project = project
         .unwrap_or_else(|| format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase()));
     let mut reports = Vec::new();
@@ -86,6 +95,17 @@ pub async fn run(
     }
     if out.json() {
         out.value(&serde_json::to_value(&reports).unwrap_or_default());
+    }
+    // A run in which every call failed measured nothing.
+    if let Some(r) = reports.iter().find(|r| r.ops == 0 && r.errors > 0) {
+        let op = serde_json::to_value(r.op)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        return Err(CliError::Failed(format!(
+            "every {op} call failed ({} errors; the first is printed above): nothing was measured",
+            r.errors
+        )));
     }
     Ok(())
 }

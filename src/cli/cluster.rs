@@ -40,15 +40,17 @@ fn members_json(ms: &[Member]) -> Value {
 }
 
 fn status_json(n: &NodeStatus) -> Value {
+    // What an unreachable node's figures would be is not known: null.
+    let known = |v: u64| n.reachable.then_some(v);
     json!({
         "node_id": n.node_id,
         "address": n.address,
         "role": n.role,
         "state": n.state,
-        "term": n.term,
-        "last_log_index": n.last_log_index,
-        "applied_index": n.applied_index,
-        "lag": n.lag,
+        "term": known(n.term),
+        "last_log_index": known(n.last_log_index),
+        "applied_index": known(n.applied_index),
+        "lag": known(n.lag),
         "reachable": n.reachable,
         "no_quorum_ms": n.no_quorum_ms,
         "no_leader_ms": n.no_leader_ms,
@@ -100,6 +102,8 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
             );
         }
         ClusterCmd::Join { addr, node_id } => {
+            let addr = super::host_port(&addr)
+                .map_err(|e| CliError::Usage(format!("cluster join: {e}")))?;
             let node_id = match node_id {
                 Some(id) => id,
                 None => new_node_id(&addr).await?,

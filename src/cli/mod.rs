@@ -383,32 +383,53 @@ fn endpoints(g: &Global) -> Result<Vec<String>, CliError> {
     if let Some(r) = &g.remote {
         return parse_endpoints(r);
     }
-    if let Some(peers) = client_file()?.peers() {
-        return parse_endpoints(&peers.join(","));
+    let file = client_file()?;
+    if let Some(peers) = file.peers() {
+        let named = ClientFile::default_path().map_or("the config file".to_string(), |p| {
+            format!("{}", p.display())
+        });
+        return endpoints_of(&format!("the peers in {named}"), &peers.join(","));
     }
     Ok(vec![crate::client::DEFAULT_ENDPOINT.to_string()])
 }
 
 /// Splits `a:1,b:2` into endpoints, refusing anything that is not HOST:PORT.
 pub fn parse_endpoints(s: &str) -> Result<Vec<String>, CliError> {
+    endpoints_of("--remote", s)
+}
+
+/// Splits `a:1,b:2`, given as `what`, into endpoints, refusing anything that is not HOST:PORT.
+fn endpoints_of(what: &str, s: &str) -> Result<Vec<String>, CliError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let ok = part
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !ok {
-            return Err(CliError::Usage(format!(
-                "--remote: {part:?} is not HOST:PORT (for example 127.0.0.1:7420)"
-            )));
-        }
-        out.push(part.to_string());
+        out.push(host_port(part).map_err(|e| CliError::Usage(format!("{what}: {e}")))?);
     }
     if out.is_empty() {
-        return Err(CliError::Usage(
-            "--remote is empty; give HOST:PORT".to_string(),
-        ));
+        return Err(CliError::Usage(format!("{what} is empty; give HOST:PORT")));
     }
     Ok(out)
+}
+
+/// `HOST:PORT` (an `http://` or `https://` before it and a `/` after it are dropped), or why
+/// `s` is not one.
+pub fn host_port(s: &str) -> Result<String, String> {
+    let t = s
+        .trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    let ok = t.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(['/', ' ', ','])
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
+    if ok {
+        Ok(t.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not HOST:PORT (for example 127.0.0.1:7420; the port from 1 to 65535)"
+        ))
+    }
 }
 
 /// Splits a comma-separated flag value, dropping empty parts.

@@ -114,7 +114,7 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         data_dir: args
             .data_dir
             .clone()
@@ -162,6 +162,15 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             }
         },
     };
+    if let Some(join) = config.join.take() {
+        match checked_join(&join, &config.listen, config.advertise.as_deref()) {
+            Ok(join) => config.join = Some(join),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     runtime.block_on(async move {
         let running = match node::start(config.clone()).await {
             Ok(r) => r,
@@ -218,5 +227,52 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `--join`'s address, or why it cannot be joined through: not HOST:PORT, or this node's own
+/// address (`listen`, `advertise`).
+fn checked_join(join: &str, listen: &str, advertise: Option<&str>) -> Result<String, String> {
+    let join = super::host_port(join).map_err(|e| format!("--join: {e}"))?;
+    let split = |a: &str| {
+        a.rsplit_once(':')
+            .map(|(h, p)| (h.trim_matches(['[', ']']).to_string(), p.to_string()))
+    };
+    let own = |a: &str| {
+        let (Some((jh, jp)), Some((h, p))) = (split(&join), split(a)) else {
+            return false;
+        };
+        let local = |h: &str| matches!(h, "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "::");
+        jp == p && (jh == h || (local(&jh) && local(&h)))
+    };
+    if own(listen) || advertise.is_some_and(own) {
+        return Err(format!(
+            "--join {join} is this node's own address: give the address of a member of the \
+             cluster it is to join"
+        ));
+    }
+    Ok(join)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_join;
+
+    #[test]
+    fn join_needs_another_nodes_address() {
+        assert_eq!(
+            checked_join("http://10.0.0.1:7420/", "0.0.0.0:7420", None).unwrap(),
+            "10.0.0.1:7420"
+        );
+        for (join, listen, advertise) in [
+            ("nonsense", "127.0.0.1:7424", None),
+            ("127.0.0.1:99999", "127.0.0.1:7424", None),
+            ("127.0.0.1:7424", "127.0.0.1:7424", None),
+            ("localhost:7424", "0.0.0.0:7424", None),
+            ("10.0.0.5:7420", "0.0.0.0:7420", Some("10.0.0.5:7420")),
+        ] {
+            let e = checked_join(join, listen, advertise).unwrap_err();
+            assert!(e.starts_with("--join"), "{join}: {e}");
+        }
     }
 }

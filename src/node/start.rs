@@ -460,6 +460,7 @@ async fn join(
     // A cluster in the middle of an election or of another membership change answers with a
     // transient error: try again for a while. A refusal (bad id, address taken) is final.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut told = None;
     let resp = loop {
         let mut req = tonic::Request::new(JoinRequest {
             node_id: asked,
@@ -486,7 +487,11 @@ async fn join(
                 ) && !is_certificate_error(&s)
                     && std::time::Instant::now() < deadline =>
             {
-                tracing::info!(through = target, error = %s.message(), "joining: trying again");
+                // Once, then every five seconds while it lasts.
+                if told.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(5)) {
+                    told = Some(std::time::Instant::now());
+                    tracing::info!(through = target, error = %s.message(), "joining: trying again");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(s) => {
