@@ -117,6 +117,15 @@ impl Transport {
         }
     }
 
+    /// Notes a message from a leader whose vote is at least this node's (its leader, or a newer
+    /// one): see [`crate::raft::prevote`].
+    fn heard_from(&self, vote: &openraft::Vote<crate::raft::NodeId>) {
+        let mine = self.node.raft.metrics().borrow().vote;
+        if vote.committed && vote >= &mine {
+            self.node.heard.now();
+        }
+    }
+
     /// Refuses to vote while this node, started empty, lacks entries its cluster had committed
     /// (see [`crate::node::vote`]).
     async fn may_vote(&self) -> Result<(), Status> {
@@ -209,6 +218,10 @@ impl RaftService for Transport {
                 .await
                 .map_err(|e| Status::internal(format!("keeping the vote barrier: {e}")))?;
         }
+        // Heard from the leader as the message arrives (as openraft's lease counts it), not
+        // only once it is taken: taking it waits for the log's flush, which can outlast a
+        // heartbeat under load.
+        self.heard_from(&req.vote);
         let result = self.node.raft.append_entries(req).await;
         if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.node.heard.now();
@@ -263,6 +276,7 @@ impl RaftService for Transport {
         let req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = payload(req)?;
         self.admit(to, from_cluster, req.vote.leader_id().voted_for())?;
         let vote = req.vote;
+        self.heard_from(&vote);
         let result = self.node.raft.install_snapshot(req).await;
         if matches!(&result, Ok(r) if r.vote == vote) {
             self.node.heard.now();

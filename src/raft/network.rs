@@ -338,11 +338,10 @@ impl RaftNetwork<TypeConfig> for Peer {
             Ok(answer) => answer,
             // The peer wants the cluster's node secret, which this node does not hold: keys were
             // enabled by an entry it has not applied, so the peer's log is ahead of its own.
-            // Told so as a refusal from a node with a greater log, openraft waits longer before
-            // its next election (2 x election_max more). Otherwise this node, which cannot win,
-            // campaigns at a higher term every election timeout (fixed per node by openraft),
-            // refuses the leader's heartbeats of a lower term and makes it step down again and
-            // again: tests saw the cluster take no writes and the node not catch up for over 5 s.
+            // Told so as a refusal from a node with a greater log (not as an unreachable peer,
+            // which openraft would retry). Such a node rarely gets this far: its pre-votes
+            // (`prevote`) need the secret too, and without a majority of them it does not
+            // campaign.
             Err(status) if status.code() == tonic::Code::Unauthenticated => match rpc.last_log_id {
                 Some(last) => {
                     tracing::info!(

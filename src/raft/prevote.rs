@@ -83,24 +83,39 @@ pub fn answer(
     if let Some(why) = vote_refusal {
         return no(why);
     }
-    let (state, leader, term) = {
+    let (state, leader, term, committed, quorum_ack) = {
         let m = raft.metrics();
         let m = m.borrow();
-        (m.state, m.current_leader, m.current_term)
+        (
+            m.state,
+            m.current_leader,
+            m.current_term,
+            m.vote.committed,
+            m.millis_since_quorum_ack,
+        )
     };
     if state == ServerState::Leader {
-        return no(format!("node {id} leads, in term {term}"));
-    }
-    let age = heard.age();
-    if age < lease {
-        let leader = leader.map_or("its leader".to_string(), |l| format!("node {l}"));
-        return no(format!(
-            "node {id} heard from {leader} {} ms ago",
-            age.as_millis()
-        ));
+        // A leader that a majority answered within the lease; one that no majority answers any
+        // more (openraft 0.9 does not make it step down) lets another be elected.
+        if quorum_ack.is_some_and(|ms| ms < lease.as_millis() as u64) {
+            return no(format!("node {id} leads, in term {term}"));
+        }
+    } else if committed {
+        // Following a leader: as openraft's lease on the vote itself, which applies only then.
+        let age = heard.age();
+        if age < lease {
+            let leader = leader.map_or("its leader".to_string(), |l| format!("node {l}"));
+            return no(format!(
+                "node {id} heard from {leader} {} ms ago",
+                age.as_millis()
+            ));
+        }
     }
     // The rule of the vote itself: the candidate's log is at least as up to date.
-    if req.last_log_id.as_ref() < last_log_id.as_ref() {
+    if !matches!(
+        req.last_log_id.as_ref().partial_cmp(&last_log_id.as_ref()),
+        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+    ) {
         return no(format!(
             "node {id}'s log ends later ({last_log_id:?}) than node {}'s ({:?})",
             req.candidate, req.last_log_id
@@ -122,7 +137,12 @@ fn majority(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
 
 /// A random duration in `min..max` (milliseconds).
 fn between(min: u64, max: u64) -> Duration {
-    let r = getrandom::u64().unwrap_or(0);
+    let r = getrandom::u64().unwrap_or_else(|_| {
+        // Without the system's randomness, the clock's nanoseconds still part the nodes.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()))
+    });
     Duration::from_millis(min + r % max.saturating_sub(min).max(1))
 }
 
@@ -166,6 +186,10 @@ pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, tim
             continue;
         }
         let alone = configs.iter().all(|c| c.len() == 1 && c.contains(&id));
+        // A single voter's election is under way (it needs only its own vote on disk).
+        if alone && state == ServerState::Candidate {
+            continue;
+        }
         // A follower that knew a leader gives it the lease first, as openraft's own timer did.
         let timeout = if alone {
             Duration::ZERO
@@ -175,7 +199,7 @@ pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, tim
             wait
         };
         let since_try = last_try.map_or(Duration::MAX, |t| t.elapsed());
-        if heard.age() < timeout || since_try < timeout.max(lease) {
+        if heard.age() < timeout || since_try < if alone { lease } else { timeout } {
             continue;
         }
         last_try = Some(Instant::now());
@@ -232,6 +256,12 @@ pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, tim
                 continue;
             }
             last_told = None;
+            // Unless the cluster moved on while the others were asked (this node voted for
+            // another candidate, or heard from a leader).
+            let moved = raft.metrics().borrow().vote != vote;
+            if moved || heard.age() < timeout {
+                continue;
+            }
             tracing::info!(
                 node = id,
                 "a majority would elect this node: starting an election"
