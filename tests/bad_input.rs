@@ -724,3 +724,28 @@ fn malformed_config_files_and_flags_get_clear_errors_and_touch_nothing() {
     }
     assert!(!dir.exists(), "a refused start created {}", dir.display());
 }
+
+/// An address where something accepts connections but never answers (a hung process, a port
+/// another program holds): the call fails when its time is up, naming that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_is_named_when_the_call_gives_up() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let client = Client::new(aide::client::ClientConfig {
+        endpoints: vec![addr.clone()],
+        project: Some("p".into()),
+        timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = client
+        .state_get(StateGetRequest {
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Unavailable, "{err:?}");
+    assert!(err.message.contains(&addr), "{err:?}");
+    drop(silent);
+}

@@ -241,6 +241,12 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                     };
                     println!("{} {} {}{leader}", m.node_id, m.address, m.role);
                 }
+                if r.leader_id == 0 && !r.members.is_empty() {
+                    eprintln!(
+                        "no leader: the node asked knows none just now (an election may be under \
+                         way; `aide cluster status` shows which nodes answer)"
+                    );
+                }
             }
         }
     }

@@ -381,6 +381,14 @@ impl Client {
                     "{} did not answer within {budget:?}",
                     self.endpoints[i].addr
                 )),
+                // The call's own deadline (tonic's "Timeout expired"): a node that did not
+                // answer, named.
+                Ok(Err(s)) if s.code() == Code::Cancelled && s.message() == "Timeout expired" => {
+                    Status::unavailable(format!(
+                        "{} did not answer within {budget:?}",
+                        self.endpoints[i].addr
+                    ))
+                }
                 Ok(Err(s)) => {
                     answered = true;
                     s
