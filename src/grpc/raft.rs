@@ -259,6 +259,7 @@ impl RaftService for Transport {
             self.node.id,
             &self.node.heard,
             self.node.lease,
+            self.node.patience,
             last_log_id,
             refusal,
             &req,

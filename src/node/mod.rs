@@ -62,7 +62,7 @@ pub struct Node {
     /// at start: see [`read::restored_leadership`].
     restored_lead: Option<(u64, u64)>,
     /// How long a write waits for a leader, or for its leader to hear from a majority.
-    patience: std::time::Duration,
+    pub(crate) patience: std::time::Duration,
     /// Since when this node leads.
     leadership: quorum::Leadership,
     /// Whether fault-injection failpoints may be set (`aide serve --failpoints`).

@@ -390,6 +390,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         tokio::spawn(record_durable(node.clone())),
         tokio::spawn(node.audit.clone().flush_periodically()),
     ]);
+    if fresh && config.join.is_some() {
+        background.push(tokio::spawn(warn_if_unreached(node.clone())));
+    }
     tracing::info!(node = id, addr = %advertise, data = %config.data_dir.display(), "node started");
     Ok(RunningNode {
         node,
@@ -441,6 +444,26 @@ async fn record_durable(node: Arc<Node>) {
             Ok(()) => recorded = applied,
             Err(e) => tracing::warn!(error = %e, "cannot record the durable index"),
         }
+    }
+}
+
+/// A node that joined but that no leader has reached after a while (it holds no membership: the
+/// leader sends it with its first entries) says so in its log, once: the others connect to the
+/// address it gave them, which may be wrong.
+async fn warn_if_unreached(node: Arc<Node>) {
+    const WAIT: Duration = Duration::from_secs(10);
+    let mut metrics = node.raft.metrics();
+    let reached = metrics.wait_for(|m| m.membership_config.membership().nodes().next().is_some());
+    if tokio::time::timeout(WAIT, reached).await.is_err() {
+        tracing::warn!(
+            node = node.id,
+            addr = %node.addr,
+            "joined {} s ago, and no leader has reached this node yet: the other nodes connect \
+             to {}, the address it gave them (--advertise, else --listen); check that they can \
+             reach it there",
+            WAIT.as_secs(),
+            node.addr
+        );
     }
 }
 

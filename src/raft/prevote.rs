@@ -66,12 +66,14 @@ pub struct PreVoteAnswer {
 }
 
 /// What this node, `id`, answers `req` with, given how long ago it heard from a leader and its
-/// own last log entry (`vote_refusal`: why it may not vote at all, if it may not).
+/// own last log entry (`vote_refusal`: why it may not vote at all, if it may not); `patience`:
+/// how long a leader that no majority answers still refuses.
 pub fn answer(
     raft: &Raft,
     id: NodeId,
     heard: &Heard,
     lease: Duration,
+    patience: Duration,
     last_log_id: Option<LogId>,
     vote_refusal: Option<String>,
     req: &PreVoteRequest,
@@ -95,9 +97,10 @@ pub fn answer(
         )
     };
     if state == ServerState::Leader {
-        // A leader that a majority answered within the lease; one that no majority answers any
-        // more (openraft 0.9 does not make it step down) lets another be elected.
-        if quorum_ack.is_some_and(|ms| ms < lease.as_millis() as u64) {
+        // A leader that a majority answered lately; one that no majority has answered for as
+        // long as a write waits (openraft 0.9 does not make it step down) lets another be
+        // elected. (Not the lease: on a loaded machine a few late answers are no reason.)
+        if quorum_ack.is_some_and(|ms| ms < patience.as_millis() as u64) {
             return no(format!("node {id} leads, in term {term}"));
         }
     } else if committed {
