@@ -66,14 +66,14 @@ pub struct PreVoteAnswer {
 }
 
 /// What this node, `id`, answers `req` with, given how long ago it heard from a leader and its
-/// own last log entry (`vote_refusal`: why it may not vote at all, if it may not); `patience`:
-/// how long a leader that no majority answers still refuses.
+/// own last log entry (`vote_refusal`: why it may not vote at all, if it may not); `lease`: how
+/// long after hearing from its leader a follower refuses, `patience`: how long a leader that no
+/// majority answers still refuses.
 pub fn answer(
     raft: &Raft,
     id: NodeId,
     heard: &Heard,
-    lease: Duration,
-    patience: Duration,
+    (lease, patience): (Duration, Duration),
     last_log_id: Option<LogId>,
     vote_refusal: Option<String>,
     req: &PreVoteRequest,
