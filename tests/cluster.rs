@@ -391,6 +391,16 @@ async fn remove_and_leave_keep_the_data_and_refuse_to_lose_the_quorum() {
         &["cluster", "remove", &dead.to_string()],
     );
     assert_eq!(removed.out().trim(), format!("Removed node {dead}"));
+    // Removing it again: it is gone, and the refusal says so.
+    let again = cli(
+        &c.nodes[leader].addr,
+        &["cluster", "remove", &dead.to_string()],
+    );
+    assert!(
+        !again.ok && again.stderr.contains("it left or was removed"),
+        "{}",
+        again.stderr
+    );
 
     // The other follower leaves on its own. Which node leaves is the one the command talks
     // to: with several endpoints that is not clear, and the command says so.

@@ -178,8 +178,16 @@ impl Node {
         }
         let members = self.members();
         let Some(target) = members.iter().find(|m| m.node_id == id) else {
+            let gone = self
+                .removed_ids
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id);
+            let ids: Vec<String> = members.iter().map(|m| m.node_id.to_string()).collect();
             return Err(NodeError::NotFound(format!(
-                "node {id} is not a member of the cluster"
+                "node {id} is not a member of the cluster{} (the members are {})",
+                if gone { ": it left or was removed" } else { "" },
+                ids.join(", ")
             )));
         };
         let voters: Vec<&pb::Member> = members.iter().filter(|m| m.role == "voter").collect();
