@@ -44,10 +44,7 @@ impl Node {
             Some((_, addr)) => Ok(Some(addr)),
             // Without a leader for longer than an election takes: say why now, rather than
             // have the client try until its time runs out.
-            None => Err(match self.leaderless_for() {
-                Some(d) => NodeError::GaveUp(self.no_leader_text(d, super::quorum::Serving::Write)),
-                None => NodeError::NoLeader,
-            }),
+            None => Err(self.no_leader_error(super::quorum::Serving::Write)),
         }
     }
 

@@ -96,13 +96,18 @@ impl Node {
     /// than an election takes. (A follower whose leader died keeps its vote for it: it asks
     /// before it campaigns, see [`crate::raft::prevote`], and may find no majority to.)
     pub(crate) fn leader_silence(&self) -> Option<std::time::Duration> {
-        let leads_elsewhere = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.current_leader.is_some_and(|l| l != self.id)
-        };
+        let leader = self.raft.metrics().borrow().current_leader;
+        self.silent(leader?)
+    }
+
+    /// How long this node has not heard from `leader`, when that is another node and longer
+    /// than an election takes.
+    fn silent(&self, leader: NodeId) -> Option<std::time::Duration> {
+        if leader == self.id {
+            return None;
+        }
         let age = self.heard.age();
-        (leads_elsewhere && age > 2 * self.lease).then_some(age)
+        (age > 2 * self.lease).then_some(age)
     }
 
     /// The applied log index now.
@@ -152,12 +157,12 @@ impl Node {
     /// The current leader's id and address, if one is known: this node, or the leader its vote
     /// names, unless this node has not heard from that one for longer than an election takes.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        if self.leader_silence().is_some() {
-            return None;
-        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let id = m.current_leader?;
+        if self.silent(id).is_some() {
+            return None;
+        }
         let node = m.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.clone()))
     }

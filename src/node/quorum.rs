@@ -119,6 +119,16 @@ impl Node {
         ))
     }
 
+    /// The error of a call this node cannot serve for lack of a leader: the reason, once it has
+    /// known none for longer than an election takes (the client then stops trying), else a
+    /// plain "no leader yet" to be retried.
+    pub(crate) fn no_leader_error(&self, what: Serving) -> super::NodeError {
+        match self.leaderless_for() {
+            Some(d) => super::NodeError::GaveUp(self.no_leader_text(d, what)),
+            None => super::NodeError::NoLeader,
+        }
+    }
+
     /// Why this node cannot serve `what`, having known no leader for `waited`.
     pub(crate) fn no_leader_text(&self, waited: Duration, what: Serving) -> String {
         let hint = match what {

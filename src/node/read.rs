@@ -112,10 +112,7 @@ impl Node {
                 let Some(node) = f.leader_node.filter(|_| self.leader_silence().is_none()) else {
                     // Without a leader for longer than an election takes: say why, and that
                     // trying again at once will not help.
-                    return Err(match self.leaderless_for() {
-                        Some(d) => NodeError::GaveUp(self.no_leader_text(d, Serving::Read)),
-                        None => NodeError::NoLeader,
-                    });
+                    return Err(self.no_leader_error(Serving::Read));
                 };
                 if let Some(id) = f.leader_id {
                     if crate::raft::network::isolated(&self.isolation, id) {

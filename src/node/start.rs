@@ -343,7 +343,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         removal,
         vote,
         heard,
-        lease: std::time::Duration::from_millis(config.timing.election_max_ms),
+        lease: config.timing.lease(),
         log: raft_log,
     });
     tokio::spawn(batch_queue.run(Arc::downgrade(&node)));

@@ -67,6 +67,12 @@ impl RaftTiming {
     pub fn patience(&self) -> std::time::Duration {
         std::time::Duration::from_millis((self.election_max_ms * 10).clamp(3_000, 8_000))
     }
+
+    /// The leader lease: how long after hearing from its leader a follower neither campaigns
+    /// nor helps another to (openraft's lease on a vote is election_max too).
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_max_ms)
+    }
 }
 
 impl Default for RaftTiming {

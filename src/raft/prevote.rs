@@ -151,7 +151,7 @@ fn between(min: u64, max: u64) -> Duration {
 
 /// Runs this node's elections until its Raft core stops.
 pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, timing: RaftTiming) {
-    let lease = Duration::from_millis(timing.election_max_ms);
+    let lease = timing.lease();
     let mut last_try: Option<Instant> = None;
     let mut last_vote = None;
     let mut last_told = None;
@@ -159,19 +159,15 @@ pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, tim
     let mut wait = between(timing.election_min_ms, timing.election_max_ms);
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let (state, vote, configs, nodes, running) = {
+        let (state, vote, voter, alone, running) = {
             let m = raft.metrics();
             let m = m.borrow();
-            let membership = m.membership_config.membership();
-            let nodes: Vec<(NodeId, String)> = membership
-                .nodes()
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect();
+            let configs = m.membership_config.membership().get_joint_config();
             (
                 m.state,
                 m.vote,
-                membership.get_joint_config().clone(),
-                nodes,
+                configs.iter().any(|c| c.contains(&id)),
+                configs.iter().all(|c| c.len() == 1 && c.contains(&id)),
                 m.running_state.is_ok(),
             )
         };
@@ -184,11 +180,9 @@ pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, tim
             last_vote = Some(vote);
             heard.now();
         }
-        let voter = configs.iter().any(|c| c.contains(&id));
         if state == ServerState::Leader || !voter {
             continue;
         }
-        let alone = configs.iter().all(|c| c.len() == 1 && c.contains(&id));
         // A single voter's election is under way (it needs only its own vote on disk).
         if alone && state == ServerState::Candidate {
             continue;
@@ -218,6 +212,17 @@ pub async fn run(raft: Raft, mut network: Network, heard: Heard, id: NodeId, tim
             let req = PreVoteRequest {
                 candidate: id,
                 last_log_id,
+            };
+            // Whom to ask: the voters of every configuration in force, as they are now.
+            let (configs, nodes) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                let membership = m.membership_config.membership();
+                let nodes: Vec<(NodeId, String)> = membership
+                    .nodes()
+                    .map(|(id, n)| (*id, n.addr.clone()))
+                    .collect();
+                (membership.get_joint_config().clone(), nodes)
             };
             let mut asks = tokio::task::JoinSet::new();
             for (peer, addr) in nodes {
