@@ -4,7 +4,8 @@
 # after a 2 s warm-up, 64 clients write for 5 s (state set, 256-byte values), and it prints
 # writes/s, writes per Raft entry (the leader's last log index before and after), the CPU time
 # per write of each node and of `aide bench` (from /proc), and the machine's idle share over
-# the run (from /proc/stat). TMPDIR=/dev/shm puts the cluster on tmpfs (no disk waits).
+# the run (from /proc/stat). TMPDIR=/dev/shm puts the cluster on tmpfs (no disk waits);
+# BENCH_LOG_DIR=/dev/shm only the nodes' Raft logs (no waits for the log's flushes).
 # BENCH_FLAGS adds flags to the measured run (such as "--connections 4"); BENCH_OP measures
 # another operation (such as health: CPU per call of the call alone), BENCH_REMOTE other
 # endpoints (such as 127.0.0.1:7421 alone: every call on the node that leads after start).
@@ -19,10 +20,12 @@ op=${BENCH_OP:-state-set}
 target=${BENCH_REMOTE:-$remote}
 ticks=$(getconf CLK_TCK)
 work=$(mktemp -d)
+logs=""
+if [ -n "${BENCH_LOG_DIR:-}" ]; then logs=$(mktemp -d -p "$BENCH_LOG_DIR"); fi
 export AIDE_BIN=$aide AIDE_CLUSTER_DIR=$work/cluster
 cleanup() {
   "$root/scripts/cluster-down.sh" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  rm -rf "$work" ${logs:+"$logs"}
 }
 trap cleanup EXIT
 # User + system clock ticks of each node, in node order.
@@ -37,6 +40,17 @@ last_index() {
 }
 for run in $(seq 1 "$runs"); do
   rm -rf "$AIDE_CLUSTER_DIR"
+  if [ -n "${BENCH_LOG_DIR:-}" ]; then
+    # Started once to make the data directories, then each node's Raft log moved to
+    # BENCH_LOG_DIR and linked back before the measured start.
+    "$root/scripts/cluster-up.sh" >/dev/null
+    "$root/scripts/cluster-down.sh" >/dev/null
+    for id in 1 2 3; do
+      rm -rf "$logs/node$id" && mkdir -p "$logs/node$id"
+      mv "$AIDE_CLUSTER_DIR/node$id/raft-log" "$logs/node$id/"
+      ln -s "$logs/node$id/raft-log" "$AIDE_CLUSTER_DIR/node$id/raft-log"
+    done
+  fi
   "$root/scripts/cluster-up.sh" >/dev/null
   "$aide" --remote "$target" --project rounds bench --ops "$op" --clients 64 --duration 2s --warmup 0s >/dev/null
   first=$(last_index)

@@ -386,6 +386,44 @@ fn the_remote_flag_and_project_flag_are_honoured() {
     assert!(out.ok && out.out().trim() == "v", "{out:?}");
 }
 
+/// A port where something other than an aide node answers (here a web server's reply): the
+/// call fails at once naming that address and what it is not; listed beside a real node, the
+/// call goes on to the node.
+#[test]
+fn an_endpoint_that_is_not_an_aide_node_is_named() {
+    use std::io::{Read, Write};
+    let (_tmp, n) = node();
+    assert!(n.cli(&["state", "set", "k", "v"]).ok);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = cli(&web, &["state", "get", "k"]);
+    assert!(
+        !out.ok
+            && out.stderr.contains(&web)
+            && out.stderr.contains("did not answer as an aide node"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+    let both = format!("{web},{}", n.addr);
+    let out = cli(&both, &["state", "get", "k"]);
+    assert!(out.ok && out.out().trim() == "v", "{out:?}");
+    let out = cli(&both, &["state", "set", "k2", "v2"]);
+    assert!(out.ok, "{out:?}");
+}
+
 /// `aide bench` drives real load at a node: every operation completes calls without errors,
 /// reports its figures in order (p50 <= p99 <= max), and the writes it made are in the store;
 /// clients sharing connections work the same.

@@ -1794,6 +1794,8 @@ async fn a_joiner_that_no_leader_reaches_says_so() {
         &tmp.path().join("n2"),
         &["--join", &first.addr, "--advertise", &wrong],
     );
+    // Its "serving on" line gives the address it listens on (the advertised one after it).
+    assert_ne!(joiner.addr, wrong);
     let deadline = Instant::now() + Duration::from_secs(40);
     while !joiner
         .log_text()

@@ -97,6 +97,11 @@ async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
     set_client(None);
     let plain = set(&client(&n1.addr)).await.unwrap_err();
     assert_ne!(plain.code, Code::Ok);
+    // ... and is told why, with the flag that fixes it.
+    assert!(
+        plain.message.contains(&n1.addr) && plain.message.contains("--tls-ca"),
+        "{plain:?}"
+    );
     // Trusting the cluster CA, a client without a certificate of its own can.
     set_client(Some(
         ClientTls::for_client(&good.join("ca.pem"), None, None).unwrap(),

@@ -179,10 +179,17 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The listening address first (scripts and tests read it), then the one the other
+        // nodes and clients are told when it differs.
+        let listening = running.local_addr.to_string();
+        let advertised = if running.node.addr == listening {
+            String::new()
+        } else {
+            format!(", advertised as {}", running.node.addr)
+        };
         println!(
-            "aide node {} serving on {} (data: {})",
+            "aide node {} serving on {listening}{advertised} (data: {})",
             running.node.id,
-            running.node.addr,
             config.data_dir.display()
         );
         tokio::select! {

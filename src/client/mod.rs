@@ -337,6 +337,8 @@ impl Client {
         // and one gave up, the call ends with that reason.
         let mut settled = vec![false; n];
         let mut gave_up: Option<Status> = None;
+        // Endpoints where something other than an aide node answered.
+        let mut foreign = vec![false; n];
         loop {
             let leader = match kind {
                 Kind::Write => self.leader.load(Ordering::SeqCst),
@@ -388,6 +390,16 @@ impl Client {
                         "{} did not answer within {budget:?}",
                         self.endpoints[i].addr
                     ))
+                }
+                // Something that is not a plain-text gRPC server (a web server, a node that
+                // serves TLS) on that port: named, and not waited for.
+                Ok(Err(s)) if is_not_grpc(&s) => {
+                    foreign[i] = true;
+                    if foreign.iter().all(|f| *f) {
+                        return Err(not_grpc(&self.endpoints[i].addr, &s));
+                    }
+                    // Tried as an endpoint that refused the connection: the next one at once.
+                    Status::unavailable(not_grpc(&self.endpoints[i].addr, &s).message)
                 }
                 Ok(Err(s)) => {
                     answered = true;
@@ -511,6 +523,24 @@ const MIN_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// How long calls keep trying when no endpoint accepts a connection.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);
+
+/// Whether the connection was made but what answered did not speak gRPC over plain HTTP/2.
+fn is_not_grpc(s: &Status) -> bool {
+    matches!(s.code(), Code::Internal | Code::Unknown) && s.message().starts_with("h2 protocol error")
+}
+
+/// The error for an endpoint where something other than a plain-text aide node answered.
+fn not_grpc(addr: &str, s: &Status) -> ClientError {
+    ClientError {
+        code: Code::Unavailable,
+        message: format!(
+            "{addr} accepted the connection but did not answer as an aide node: it does not \
+             speak gRPC over plain HTTP/2 (a node that serves TLS needs --tls-ca; anything \
+             else is not an aide node) ({})",
+            s.message()
+        ),
+    }
+}
 
 /// Whether the call failed because no connection could be made (rather than a node answering
 /// that it cannot serve now).
