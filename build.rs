@@ -48,6 +48,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rustc-env=AIDE_BUILD_DATE={date}");
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=tests/proto");
-    println!("cargo:rerun-if-changed=.git/HEAD");
+    // The commit changes with the branch's ref, not with HEAD (which names the branch): watch
+    // both, and the packed refs, where each exists (a missing path would rerun every build).
+    let mut watched = vec![std::path::PathBuf::from(".git/HEAD")];
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(path) = git(&["rev-parse", "--git-path", &branch]) {
+            watched.push(path.into());
+        }
+    }
+    if let Some(path) = git(&["rev-parse", "--git-path", "packed-refs"]) {
+        watched.push(path.into());
+    }
+    for path in watched.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
     Ok(())
 }

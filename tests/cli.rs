@@ -339,6 +339,17 @@ fn version_and_cluster_status() {
     );
     let js = n.cli(&["version", "--json"]).json();
     assert_eq!(js["version"], env!("CARGO_PKG_VERSION"));
+    // The commit is the one built, not the one the build script first ran at.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(js["commit"], head.as_str(), "{js}");
+    }
     let st = n.cli(&["cluster", "status", "--format=json"]).json();
     assert_eq!(st["leader_id"], 1);
     assert_eq!(st["nodes"][0]["state"], "leader");
