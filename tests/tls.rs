@@ -108,6 +108,32 @@ async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
     ));
     let c = client(&n1.addr);
     set(&c).await.unwrap();
+    // With TLS on, a node that serves plain gRPC is named as such at once (the client's 3 s
+    // are not spent retrying), and so is a client trusting another CA than the node's.
+    let plain_node = NodeProc::start(&tmp.path().join("plain"), &[]);
+    let started = Instant::now();
+    let e = set(&client(&plain_node.addr)).await.unwrap_err();
+    assert!(
+        e.message.contains(&plain_node.addr) && e.message.contains("did not answer TLS"),
+        "{e:?}"
+    );
+    set_client(Some(
+        ClientTls::for_client(&rogue.join("ca.pem"), None, None).unwrap(),
+    ));
+    let e = set(&client(&n1.addr)).await.unwrap_err();
+    assert!(
+        e.message.contains(&n1.addr) && e.message.contains("--tls-ca"),
+        "{e:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(plain_node);
+    set_client(Some(
+        ClientTls::for_client(&good.join("ca.pem"), None, None).unwrap(),
+    ));
 
     // Node-to-node calls and joins without a certificate are refused, and audited.
     let channel = aide::raft::network::channel(&n1.addr).unwrap();

@@ -391,15 +391,16 @@ impl Client {
                         self.endpoints[i].addr
                     ))
                 }
-                // Something that is not a plain-text gRPC server (a web server, a node that
-                // serves TLS) on that port: named, and not waited for.
-                Ok(Err(s)) if is_not_grpc(&s) => {
+                // Something this client cannot talk to on that port (not an aide node, TLS on
+                // one side only, a certificate the CA did not sign): named, and not waited for.
+                Ok(Err(s)) if mismatch(&self.endpoints[i].addr, &s).is_some() => {
+                    let e = mismatch(&self.endpoints[i].addr, &s).unwrap_or_else(|| s.into());
                     foreign[i] = true;
                     if foreign.iter().all(|f| *f) {
-                        return Err(not_grpc(&self.endpoints[i].addr, &s));
+                        return Err(e);
                     }
                     // Tried as an endpoint that refused the connection: the next one at once.
-                    Status::unavailable(not_grpc(&self.endpoints[i].addr, &s).message)
+                    Status::unavailable(e.message)
                 }
                 Ok(Err(s)) => {
                     answered = true;
@@ -524,22 +525,49 @@ const MIN_ATTEMPT: Duration = Duration::from_secs(2);
 /// How long calls keep trying when no endpoint accepts a connection.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);
 
-/// Whether the connection was made but what answered did not speak gRPC over plain HTTP/2.
-fn is_not_grpc(s: &Status) -> bool {
-    matches!(s.code(), Code::Internal | Code::Unknown) && s.message().starts_with("h2 protocol error")
-}
-
-/// The error for an endpoint where something other than a plain-text aide node answered.
-fn not_grpc(addr: &str, s: &Status) -> ClientError {
-    ClientError {
+/// The error for an endpoint this client cannot talk to whatever it retries, or `None`: what
+/// answered is not a plain-text gRPC server (a web server, a node that serves TLS to a client
+/// without `--tls-ca`), does not answer TLS (a plain node to a client with `--tls-ca`), or
+/// shows a certificate the given CA does not vouch for.
+fn mismatch(addr: &str, s: &Status) -> Option<ClientError> {
+    let error = |why: String| ClientError {
         code: Code::Unavailable,
-        message: format!(
-            "{addr} accepted the connection but did not answer as an aide node: it does not \
-             speak gRPC over plain HTTP/2 (a node that serves TLS needs --tls-ca; anything \
-             else is not an aide node) ({})",
-            s.message()
-        ),
+        message: format!("{addr} {why} ({})", s.message()),
+    };
+    if matches!(s.code(), Code::Internal | Code::Unknown)
+        && s.message().starts_with("h2 protocol error")
+    {
+        return Some(error(
+            "accepted the connection but did not answer as an aide node: it does not speak \
+             gRPC over plain HTTP/2 (a node that serves TLS needs --tls-ca; anything else is \
+             not an aide node)"
+                .to_string(),
+        ));
     }
+    // A TLS handshake that failed: rustls's error inside the connect error's io::Error.
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(error(match tls {
+                rustls::Error::InvalidCertificate(_) => "showed a TLS certificate that the CA \
+                    given with --tls-ca did not sign, or not for this address: is it the CA of \
+                    this cluster?"
+                    .to_string(),
+                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                    "did not answer TLS: it serves plain gRPC (drop --tls-ca to talk to it), or \
+                     is not an aide node"
+                        .to_string()
+                }
+                _ => "refused the TLS handshake".to_string(),
+            }));
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Whether the call failed because no connection could be made (rather than a node answering
