@@ -234,7 +234,14 @@ async fn every_tool_works_and_answers_read_well() {
     )
     .unwrap();
     let tid = task["id"].as_str().unwrap().to_string();
-    ok(&s, "task_claim", json!({"task_id": tid, "agent_id": "a1"})).await;
+    // The short id `aide task list` prints names the task as well as the full one.
+    let short = &tid[..8];
+    ok(
+        &s,
+        "task_claim",
+        json!({"task_id": short, "agent_id": "a1"}),
+    )
+    .await;
     let lost = tool_error(&s, "task_claim", json!({"task_id": tid, "agent_id": "a2"})).await;
     assert!(lost.contains("a1"), "the loser is told who has it: {lost}");
     ok(
@@ -243,12 +250,28 @@ async fn every_tool_works_and_answers_read_well() {
         json!({"task_id": tid, "result": "done"}),
     )
     .await;
-    let got: Value = serde_json::from_str(&ok(&s, "task_get", json!({"id": tid})).await).unwrap();
+    let got: Value = serde_json::from_str(&ok(&s, "task_get", json!({"id": short})).await).unwrap();
     assert_eq!(got["status"], "done");
-    let done: Value =
-        serde_json::from_str(&ok(&s, "task_list", json!({"status": "done"})).await).unwrap();
-    assert_eq!(done.as_array().unwrap().len(), 1);
-    ok(&s, "task_delete", json!({"id": tid})).await;
+    assert_eq!(got["id"], tid.as_str());
+    // A start shared by two tasks' ids names neither (ids are random hex: among 17 tasks two
+    // share their first digit).
+    let mut ids = vec![tid.clone()];
+    let common = loop {
+        let t: Value =
+            serde_json::from_str(&ok(&s, "task_create", json!({"title": "other"})).await).unwrap();
+        let id = t["id"].as_str().unwrap().to_string();
+        let first = id[..1].to_string();
+        ids.push(id);
+        if ids.iter().filter(|i| i.starts_with(&first)).count() == 2 {
+            break first;
+        }
+    };
+    let ambiguous = tool_error(&s, "task_delete", json!({"id": common})).await;
+    assert!(ambiguous.contains("2 tasks"), "{ambiguous}");
+    for id in &ids[1..] {
+        ok(&s, "task_delete", json!({"id": id})).await;
+    }
+    ok(&s, "task_delete", json!({"id": short})).await;
     let gone = tool_error(&s, "task_get", json!({"id": tid})).await;
     assert!(gone.contains("no task"), "{gone}");
     s.cancel().await.unwrap();

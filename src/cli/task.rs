@@ -3,7 +3,7 @@
 
 use super::print::{task_json, Printer};
 use super::CliError;
-use crate::client::Client;
+use crate::client::{Client, TaskRef};
 use crate::grpc::pb::aidememory::{self as pb, Task};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -57,20 +57,11 @@ pub fn line(t: &Task) -> String {
 
 /// The full id of the task `id` names: itself, or the one task whose id starts with it.
 async fn resolve(c: &Client, id: &str) -> Result<String, CliError> {
-    let r = c
-        .task_get(pb::TaskGetRequest { id: id.to_string() })
-        .await?;
-    if r.found {
-        return Ok(id.to_string());
-    }
-    let all = c.task_list(pb::TaskListRequest::default()).await?.tasks;
-    let matching: Vec<&Task> = all.iter().filter(|t| t.id.starts_with(id)).collect();
-    match matching.as_slice() {
-        [one] => Ok(one.id.clone()),
-        [] => Err(CliError::NotFound(format!("task {id} not found"))),
-        many => Err(CliError::Usage(format!(
-            "{id:?} names {} tasks; give more of the id",
-            many.len()
+    match c.resolve_task(id).await? {
+        TaskRef::One(full) => Ok(full),
+        TaskRef::None => Err(CliError::NotFound(format!("task {id} not found"))),
+        TaskRef::Many(n) => Err(CliError::Usage(format!(
+            "{id:?} names {n} tasks; give more of the id"
         ))),
     }
 }

@@ -515,6 +515,39 @@ impl Client {
     }
 }
 
+/// What a task id, or a prefix of one (as `aide task list` prints them), names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskRef {
+    /// The full id of the one task it names.
+    One(String),
+    /// No task.
+    None,
+    /// This many tasks: the prefix is too short.
+    Many(usize),
+}
+
+impl Client {
+    /// The task `id` names: the task with that id, else the one task whose id starts with it.
+    pub async fn resolve_task(&self, id: &str) -> Result<TaskRef, ClientError> {
+        use crate::grpc::pb::aidememory::{TaskGetRequest, TaskListRequest};
+        // An empty id is refused here, before it could match every task as a prefix.
+        if self
+            .task_get(TaskGetRequest { id: id.to_string() })
+            .await?
+            .found
+        {
+            return Ok(TaskRef::One(id.to_string()));
+        }
+        let all = self.task_list(TaskListRequest::default()).await?.tasks;
+        let mut matching = all.into_iter().filter(|t| t.id.starts_with(id));
+        Ok(match (matching.next(), matching.count()) {
+            (Some(one), 0) => TaskRef::One(one.id),
+            (None, _) => TaskRef::None,
+            (Some(_), more) => TaskRef::Many(more + 1),
+        })
+    }
+}
+
 /// No endpoint is known to lead.
 const NO_LEADER: usize = usize::MAX;
 

@@ -4,7 +4,7 @@
 
 mod render;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, TaskRef};
 use crate::grpc::pb::aidememory as pb;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -27,6 +27,19 @@ fn ok(text: String) -> ToolResult {
 
 fn failed(text: String) -> ToolResult {
     Ok(CallToolResult::error(vec![ContentBlock::text(text)]))
+}
+
+/// The full id of the task `id` names (a unique prefix is enough, as `aide task list` shows
+/// ids), or the tool error to return.
+async fn task_id(client: &Client, id: &str, what: &str) -> Result<String, ToolResult> {
+    match client.resolve_task(id).await {
+        Ok(TaskRef::One(full)) => Ok(full),
+        Ok(TaskRef::None) => Err(failed(format!("There is no task {id}."))),
+        Ok(TaskRef::Many(n)) => Err(failed(format!(
+            "{id:?} is the start of {n} tasks' ids; give more of the id."
+        ))),
+        Err(e) => Err(failed(render::failure(what, &e))),
+    }
 }
 
 /// The text of `r`, or a tool error saying what could not be done.
@@ -81,7 +94,8 @@ pub struct MemoryListArgs {
 pub struct MemoryAddArgs {
     /// What to remember, in plain words.
     pub content: String,
-    /// learning, decision, issue, discovery, blocker or pattern (default learning).
+    /// learning, decision, issue, discovery, blocker, abandoned, gotcha, pattern or session
+    /// (default learning).
     pub category: Option<String>,
     /// Labels, as a list or comma-separated; `scope:global` marks a preference for every project.
     pub tags: Option<Tags>,
@@ -168,7 +182,7 @@ pub struct MessageAckArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct IdArgs {
-    /// The task's id.
+    /// The task's id, or a unique start of it (as `aide task list` shows ids).
     pub id: String,
 }
 
@@ -188,7 +202,7 @@ pub struct TaskCreateArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskClaimArgs {
-    /// The task's id.
+    /// The task's id, or a unique start of it (as `aide task list` shows ids).
     pub task_id: String,
     /// The agent claiming it.
     pub agent_id: String,
@@ -198,7 +212,7 @@ pub struct TaskClaimArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskCompleteArgs {
-    /// The task's id.
+    /// The task's id, or a unique start of it (as `aide task list` shows ids).
     pub task_id: String,
     /// What came of it.
     pub result: Option<String>,
@@ -247,7 +261,7 @@ impl AideMcp {
     }
 
     #[tool(
-        description = "Remember something for later sessions and other agents: a learning, decision, issue, discovery, blocker or pattern, with optional tags.",
+        description = "Remember something for later sessions and other agents: a learning, decision, issue, discovery, blocker, abandoned approach, gotcha, pattern or session note, with optional tags.",
         annotations(read_only_hint = false, destructive_hint = false)
     )]
     async fn memory_add(&self, Parameters(a): Parameters<MemoryAddArgs>) -> ToolResult {
@@ -342,7 +356,7 @@ impl AideMcp {
     }
 
     #[tool(
-        description = "Every decision ever recorded on a topic, newest first, as Markdown.",
+        description = "Every decision ever recorded on a topic, oldest first (the last is the current one), as Markdown.",
         annotations(read_only_hint = true, destructive_hint = false)
     )]
     async fn decision_history(&self, Parameters(a): Parameters<TopicArgs>) -> ToolResult {
@@ -460,8 +474,14 @@ impl AideMcp {
         annotations(read_only_hint = true, destructive_hint = false)
     )]
     async fn task_get(&self, Parameters(a): Parameters<IdArgs>) -> ToolResult {
-        let id = a.id.clone();
-        let r = self.client.task_get(pb::TaskGetRequest { id: a.id }).await;
+        let id = match task_id(&self.client, &a.id, "get the task").await {
+            Ok(id) => id,
+            Err(failure) => return failure,
+        };
+        let r = self
+            .client
+            .task_get(pb::TaskGetRequest { id: id.clone() })
+            .await;
         match r {
             Ok(r) if r.found => ok(render::task(&r.task.unwrap_or_default())),
             Ok(_) => failed(format!("There is no task {id}.")),
@@ -507,10 +527,14 @@ impl AideMcp {
         annotations(read_only_hint = false, destructive_hint = false)
     )]
     async fn task_claim(&self, Parameters(a): Parameters<TaskClaimArgs>) -> ToolResult {
+        let task_id = match task_id(&self.client, &a.task_id, "claim the task").await {
+            Ok(id) => id,
+            Err(failure) => return failure,
+        };
         let r = self
             .client
             .task_claim(pb::TaskClaimRequest {
-                task_id: a.task_id,
+                task_id,
                 agent_id: a.agent_id,
                 worktree: a.worktree.unwrap_or_default(),
             })
@@ -527,11 +551,14 @@ impl AideMcp {
         annotations(read_only_hint = false, destructive_hint = false)
     )]
     async fn task_complete(&self, Parameters(a): Parameters<TaskCompleteArgs>) -> ToolResult {
-        let id = a.task_id.clone();
+        let id = match task_id(&self.client, &a.task_id, "complete the task").await {
+            Ok(id) => id,
+            Err(failure) => return failure,
+        };
         let r = self
             .client
             .task_complete(pb::TaskCompleteRequest {
-                task_id: a.task_id,
+                task_id: id.clone(),
                 result: a.result.unwrap_or_default(),
             })
             .await;
@@ -551,10 +578,13 @@ impl AideMcp {
         )
     )]
     async fn task_delete(&self, Parameters(a): Parameters<IdArgs>) -> ToolResult {
-        let id = a.id.clone();
+        let id = match task_id(&self.client, &a.id, "delete the task").await {
+            Ok(id) => id,
+            Err(failure) => return failure,
+        };
         let r = self
             .client
-            .task_delete(pb::TaskDeleteRequest { id: a.id })
+            .task_delete(pb::TaskDeleteRequest { id: id.clone() })
             .await;
         match r {
             Ok(r) if r.success => ok(format!("Deleted task {id}.")),

@@ -30,8 +30,8 @@ pub enum NodeError {
     IndexTimeout(std::time::Duration, u64, u64),
     #[error(
         "log index {index} was never committed by this cluster (all it has committed is at or \
-         below {read}): the index comes from another cluster, perhaps one that ran at these \
-         addresses before"
+         below {read}): a mistyped index, or one from another cluster (perhaps one that ran at \
+         these addresses before)"
     )]
     ForeignIndex { index: u64, read: u64 },
     #[error("raft: {0}")]

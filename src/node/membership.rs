@@ -115,8 +115,8 @@ impl Node {
             if let Some(m) = current.iter().find(|m| m.node_id == asked) {
                 return Err(NodeError::FailedPrecondition(format!(
                     "node id {asked} is already the member at {}; start the new node on an \
-                     empty data directory with `--no-init --node-id {free}` (or with --join, \
-                     which picks its id)",
+                     empty data directory with `--no-init --node-id {free}` (or with --join and \
+                     no --node-id or node_id in its config file, so that it is given one)",
                     m.address
                 )));
             }
@@ -124,7 +124,8 @@ impl Node {
                 return Err(NodeError::FailedPrecondition(format!(
                     "node id {asked} belonged to a node removed from this cluster, and ids are \
                      not given again; start the new node on an empty data directory with \
-                     `--no-init --node-id {free}` (or with --join, which picks its id)"
+                     `--no-init --node-id {free}` (or with --join and no --node-id or node_id in its \
+                     config file, so that it is given one)"
                 )));
             }
             asked
@@ -158,7 +159,7 @@ impl Node {
             crate::raft::network::announce_removal(
                 &self.store,
                 &self.removal,
-                format!("node {id} left the cluster"),
+                format!("node {id} was removed from the cluster (it left, or `cluster remove {id}` was asked of it)"),
             );
         }
         Ok(members)

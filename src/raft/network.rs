@@ -87,7 +87,7 @@ pub fn announce_removal(store: &crate::storage::Store, removal: &Removal, why: S
     if removal.borrow().is_some() {
         return;
     }
-    tracing::error!("{why}; this node stops");
+    tracing::warn!("{why}; this node stops");
     if let Err(e) = store.mark_removed(&why) {
         tracing::error!(error = %e, "could not record the removal in the data directory");
     }
