@@ -213,6 +213,30 @@ async fn tls_between_clients_and_nodes_and_mutual_tls_between_nodes() {
         !out.status.success(),
         "a node with a foreign certificate joined"
     );
+    // A node without TLS is told at once why it cannot join (it retried for 30 s).
+    let started = Instant::now();
+    let out = std::process::Command::new(aide_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            &n1.addr,
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("plain-joiner"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--tls-ca"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let flags2 = tls_flags(&good, "n2");
     let mut f2: Vec<&str> = flags2.iter().map(String::as_str).collect();
     f2.extend(["--join", n1.addr.as_str()]);

@@ -562,7 +562,7 @@ pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);
 /// answered is not a plain-text gRPC server (a web server, a node that serves TLS to a client
 /// without `--tls-ca`), does not answer TLS (a plain node to a client with `--tls-ca`), or
 /// shows a certificate the given CA does not vouch for.
-fn mismatch(addr: &str, s: &Status) -> Option<ClientError> {
+pub(crate) fn mismatch(addr: &str, s: &Status) -> Option<ClientError> {
     let error = |why: String| ClientError {
         code: Code::Unavailable,
         message: format!("{addr} {why} ({})", s.message()),

@@ -498,6 +498,11 @@ async fn join(
         }
         match client.join(req).await {
             Ok(resp) => break resp,
+            // Not an aide node, or TLS on one side only: retrying cannot help.
+            Err(s) if crate::client::mismatch(target, &s).is_some() => {
+                let e = crate::client::mismatch(target, &s).map_or_else(String::new, |e| e.message);
+                return Err(err(e));
+            }
             Err(s)
                 if !matches!(
                     s.code(),
