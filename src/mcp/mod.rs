@@ -547,7 +547,7 @@ impl AideMcp {
     }
 
     #[tool(
-        description = "Mark a claimed task completed, with its result.",
+        description = "Mark a task completed (normally one the agent claimed), with its result.",
         annotations(read_only_hint = false, destructive_hint = false)
     )]
     async fn task_complete(&self, Parameters(a): Parameters<TaskCompleteArgs>) -> ToolResult {

@@ -145,7 +145,8 @@ pub fn failure(what: &str, e: &ClientError) -> String {
     match e.code {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => format!(
             "Could not {what}: no aide node answered ({}). Start one with `aide serve`, or point \
-             the MCP server at a running cluster with --remote HOST:PORT or AIDE_REMOTE.",
+             the MCP server at a running cluster with --remote HOST:PORT, AIDE_REMOTE or the \
+             peers of the `sync` section of ~/.aide/config.yaml.",
             e.message
         ),
         Code::InvalidArgument => format!(
