@@ -49,8 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=tests/proto");
     // The commit changes with the branch's ref, not with HEAD (which names the branch): watch
-    // both, and the packed refs, where each exists (a missing path would rerun every build).
-    let mut watched = vec![std::path::PathBuf::from(".git/HEAD")];
+    // HEAD, its reflog, the ref and the packed refs, where each exists (a missing path would
+    // rerun every build).
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -59,6 +59,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
+    // HEAD's reflog moves with every commit and checkout, also when the branch's ref is packed
+    // (in a worktree, `.git` is a file: `--git-path` finds the right places).
+    let mut watched: Vec<std::path::PathBuf> = ["HEAD", "logs/HEAD"]
+        .iter()
+        .filter_map(|p| git(&["rev-parse", "--git-path", p]))
+        .map(Into::into)
+        .collect();
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         if let Some(path) = git(&["rev-parse", "--git-path", &branch]) {
             watched.push(path.into());

@@ -21,7 +21,7 @@ target=${BENCH_REMOTE:-$remote}
 ticks=$(getconf CLK_TCK)
 work=$(mktemp -d)
 logs=""
-if [ -n "${BENCH_LOG_DIR:-}" ]; then logs=$(mktemp -d -p "$BENCH_LOG_DIR"); fi
+if [ -n "${BENCH_LOG_DIR:-}" ]; then logs=$(mktemp -d -p "$(cd "$BENCH_LOG_DIR" && pwd)"); fi
 export AIDE_BIN=$aide AIDE_CLUSTER_DIR=$work/cluster
 cleanup() {
   "$root/scripts/cluster-down.sh" >/dev/null 2>&1 || true

@@ -185,7 +185,7 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
         let advertised = if running.node.addr == listening {
             String::new()
         } else {
-            format!(", advertised as {}", running.node.addr)
+            format!(" (advertised as {})", running.node.addr)
         };
         println!(
             "aide node {} serving on {listening}{advertised} (data: {})",

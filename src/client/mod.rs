@@ -378,6 +378,8 @@ impl Client {
                 left
             };
             let mut answered = false;
+            // Something this client cannot talk to answered at that endpoint.
+            let mut foreign_now = false;
             let status = match tokio::time::timeout(budget, send(channel, req)).await {
                 Err(_) => Status::unavailable(format!(
                     "{} did not answer within {budget:?}",
@@ -399,7 +401,8 @@ impl Client {
                     if foreign.iter().all(|f| *f) {
                         return Err(e);
                     }
-                    // Tried as an endpoint that refused the connection: the next one at once.
+                    // Counted as an endpoint that refused the connection: the next one at once.
+                    foreign_now = true;
                     Status::unavailable(e.message)
                 }
                 Ok(Err(s)) => {
@@ -448,8 +451,8 @@ impl Client {
             }
             // A connect error of this client's own carries its cause; a node's answer (which may
             // quote a connect error of its own) does not.
-            let refused_here =
-                std::error::Error::source(&status).is_some() && is_connect_error(&status);
+            let refused_here = foreign_now
+                || (std::error::Error::source(&status).is_some() && is_connect_error(&status));
             let node_gave_up = answered && status.metadata().contains_key(crate::node::GAVE_UP);
             settled[i] = refused_here || node_gave_up;
             if node_gave_up {
@@ -485,7 +488,7 @@ impl Client {
                     Ordering::SeqCst,
                 );
             }
-            if is_connect_error(&status) {
+            if foreign_now || is_connect_error(&status) {
                 refused_in_a_row += 1;
                 let since = *first_refusal.get_or_insert_with(Instant::now);
                 if refused_in_a_row < n {
@@ -563,39 +566,44 @@ pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);
 /// without `--tls-ca`), does not answer TLS (a plain node to a client with `--tls-ca`), or
 /// shows a certificate the given CA does not vouch for.
 pub(crate) fn mismatch(addr: &str, s: &Status) -> Option<ClientError> {
-    let error = |why: String| ClientError {
+    let error = |why: &str| ClientError {
         code: Code::Unavailable,
         message: format!("{addr} {why} ({})", s.message()),
     };
-    if matches!(s.code(), Code::Internal | Code::Unknown)
-        && s.message().starts_with("h2 protocol error")
-    {
-        return Some(error(
-            "accepted the connection but did not answer as an aide node: it does not speak \
-             gRPC over plain HTTP/2 (a node that serves TLS needs --tls-ca; anything else is \
-             not an aide node)"
-                .to_string(),
-        ));
-    }
-    // A TLS handshake that failed: rustls's error inside the connect error's io::Error.
     let mut source = std::error::Error::source(s);
     while let Some(e) = source {
+        // This client's own HTTP/2 found the bytes it read malformed and hung up: a GOAWAY of
+        // its own with an error (a web server's reply reads as a frame size error). A node
+        // that is stopping sends its GOAWAY itself (`is_remote`): not a mismatch.
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let malformed = h2.is_go_away()
+                && !h2.is_remote()
+                && h2.reason().is_some_and(|r| r != h2::Reason::NO_ERROR);
+            return malformed.then(|| {
+                error(
+                    "accepted the connection but did not answer as an aide node: it does not \
+                     speak gRPC over plain HTTP/2 (a node that serves TLS needs --tls-ca; \
+                     anything else is not an aide node)",
+                )
+            });
+        }
+        // A TLS handshake that failed: rustls's error inside the connect error's io::Error.
         if let Some(tls) = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
             return Some(error(match tls {
-                rustls::Error::InvalidCertificate(_) => "showed a TLS certificate that the CA \
-                    given with --tls-ca did not sign, or not for this address: is it the CA of \
-                    this cluster?"
-                    .to_string(),
+                rustls::Error::InvalidCertificate(_) => {
+                    "showed a TLS certificate that the CA given with --tls-ca does not accept \
+                     (one it did not sign, for another address, or out of its dates): is it \
+                     the CA of this cluster?"
+                }
                 rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
                     "did not answer TLS: it serves plain gRPC (drop --tls-ca to talk to it), or \
                      is not an aide node"
-                        .to_string()
                 }
-                _ => "refused the TLS handshake".to_string(),
+                _ => "refused the TLS handshake",
             }));
         }
         source = e.source();

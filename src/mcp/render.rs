@@ -145,8 +145,8 @@ pub fn failure(what: &str, e: &ClientError) -> String {
     match e.code {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => format!(
             "Could not {what}: no aide node answered ({}). Start one with `aide serve`, or point \
-             the MCP server at a running cluster with --remote HOST:PORT, AIDE_REMOTE or the \
-             peers of the `sync` section of ~/.aide/config.yaml.",
+             the MCP server at a running cluster with --remote HOST:PORT, AIDE_REMOTE or a \
+             `sync` section with `mode: raft` and its `peers` in ~/.aide/config.yaml.",
             e.message
         ),
         Code::InvalidArgument => format!(
