@@ -393,22 +393,25 @@ impl Client {
                         self.endpoints[i].addr
                     ))
                 }
-                // Something this client cannot talk to on that port (not an aide node, TLS on
-                // one side only, a certificate the CA did not sign): named, and not waited for.
-                Ok(Err(s)) if mismatch(&self.endpoints[i].addr, &s).is_some() => {
-                    let e = mismatch(&self.endpoints[i].addr, &s).unwrap_or_else(|| s.into());
-                    foreign[i] = true;
-                    if foreign.iter().all(|f| *f) {
-                        return Err(e);
+                Ok(Err(s)) => match mismatch(&self.endpoints[i].addr, &s) {
+                    // Something this client cannot talk to on that port (not an aide node, TLS
+                    // on one side only, a certificate the CA did not sign): named, and not
+                    // waited for.
+                    Some(e) => {
+                        foreign[i] = true;
+                        if foreign.iter().all(|f| *f) {
+                            return Err(e);
+                        }
+                        // Counted as an endpoint that refused the connection: the next one at
+                        // once.
+                        foreign_now = true;
+                        Status::unavailable(e.message)
                     }
-                    // Counted as an endpoint that refused the connection: the next one at once.
-                    foreign_now = true;
-                    Status::unavailable(e.message)
-                }
-                Ok(Err(s)) => {
-                    answered = true;
-                    s
-                }
+                    None => {
+                        answered = true;
+                        s
+                    }
+                },
                 Ok(Ok(resp)) => {
                     if let Some(index) = resp
                         .metadata()

@@ -496,13 +496,17 @@ async fn join(
                 .ok_or_else(|| err("the API key cannot be sent as gRPC metadata".to_string()))?;
             req.metadata_mut().insert("authorization", v);
         }
-        match client.join(req).await {
+        let answer = client.join(req).await;
+        // Not an aide node, or TLS on one side only: retrying cannot help.
+        if let Some(e) = answer
+            .as_ref()
+            .err()
+            .and_then(|s| crate::client::mismatch(target, s))
+        {
+            return Err(err(e.message));
+        }
+        match answer {
             Ok(resp) => break resp,
-            // Not an aide node, or TLS on one side only: retrying cannot help.
-            Err(s) if crate::client::mismatch(target, &s).is_some() => {
-                let e = crate::client::mismatch(target, &s).map_or_else(String::new, |e| e.message);
-                return Err(err(e));
-            }
             Err(s)
                 if !matches!(
                     s.code(),
