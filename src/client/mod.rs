@@ -577,41 +577,55 @@ pub(crate) fn mismatch(addr: &str, s: &Status) -> Option<ClientError> {
     while let Some(e) = source {
         // This client's own HTTP/2 found the bytes it read malformed and hung up: a GOAWAY of
         // its own with an error (a web server's reply reads as a frame size error). A node
-        // that is stopping sends its GOAWAY itself (`is_remote`): not a mismatch.
+        // that is stopping sends its GOAWAY itself (`is_remote`): not a mismatch. An I/O error
+        // under HTTP/2 can be TLS's: an alert the other side sent after the handshake.
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
             let malformed = h2.is_go_away()
                 && !h2.is_remote()
                 && h2.reason().is_some_and(|r| r != h2::Reason::NO_ERROR);
-            return malformed.then(|| {
-                error(
+            if malformed {
+                return Some(error(
                     "accepted the connection but did not answer as an aide node: it does not \
                      speak gRPC over plain HTTP/2 (a node that serves TLS needs --tls-ca; \
                      anything else is not an aide node)",
-                )
-            });
+                ));
+            }
+            return h2.get_io().and_then(tls_why).map(error);
         }
         // A TLS handshake that failed: rustls's error inside the connect error's io::Error.
-        if let Some(tls) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(error(match tls {
-                rustls::Error::InvalidCertificate(_) => {
-                    "showed a TLS certificate that the CA given with --tls-ca does not accept \
-                     (one it did not sign, for another address, or out of its dates): is it \
-                     the CA of this cluster?"
-                }
-                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-                    "did not answer TLS: it serves plain gRPC (drop --tls-ca to talk to it), or \
-                     is not an aide node"
-                }
-                _ => "refused the TLS handshake",
-            }));
+        if let Some(why) = e.downcast_ref::<std::io::Error>().and_then(tls_why) {
+            return Some(error(why));
         }
         source = e.source();
     }
     None
+}
+
+/// What an I/O error says about the endpoint when TLS failed in it, for [`mismatch`].
+fn tls_why(io: &std::io::Error) -> Option<&'static str> {
+    // The other side's alert after the handshake (TLS 1.3 checks this side's certificate
+    // then) reaches the reader as text, rustls's own words for `AlertReceived`.
+    const ALERT: &str = "refused the TLS handshake: it did not accept the certificate this side \
+                         presented, or wanted one (check --tls-cert, --tls-key and --tls-ca: \
+                         the cluster's CA must have signed the certificate)";
+    let Some(tls) = io.get_ref()?.downcast_ref::<rustls::Error>() else {
+        let alert = io.kind() == std::io::ErrorKind::InvalidData
+            && io.to_string().starts_with("received fatal alert");
+        return alert.then_some(ALERT);
+    };
+    Some(match tls {
+        rustls::Error::InvalidCertificate(_) => {
+            "showed a TLS certificate that the CA given with --tls-ca does not accept (one it \
+             did not sign, for another address, or out of its dates): is it the CA of this \
+             cluster?"
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "did not answer TLS: it serves plain gRPC (drop --tls-ca to talk to it), or is not \
+             an aide node"
+        }
+        rustls::Error::AlertReceived(_) => ALERT,
+        _ => "refused the TLS handshake",
+    })
 }
 
 /// Whether the call failed because no connection could be made (rather than a node answering
