@@ -109,6 +109,46 @@ fn memory_verbs() {
 }
 
 #[test]
+fn a_memory_of_several_lines_stays_under_its_own_line() {
+    let (_tmp, n) = node();
+    let id = n
+        .cli(&[
+            "memory",
+            "add",
+            "Build steps:\n1. cargo build\n2. cargo test\n",
+        ])
+        .out()
+        .trim()
+        .strip_prefix("Added memory: ")
+        .unwrap()
+        .to_string();
+    n.cli(&["memory", "add", "one line", "--category=issue"])
+        .out();
+    // Every line that starts at the margin starts with a memory's id; the content's later
+    // lines are indented under it.
+    let full = n
+        .cli(&["memory", "search", "cargo", "--full"])
+        .out()
+        .to_string();
+    let lines: Vec<&str> = full.lines().collect();
+    assert!(lines[0].starts_with(&id), "{full}");
+    assert_eq!(
+        lines[1..],
+        ["    1. cargo build", "    2. cargo test"],
+        "{full}"
+    );
+    let list = n.cli(&["memory", "list", "--full"]).out().to_string();
+    let items = list.lines().filter(|l| !l.starts_with(' ')).count();
+    assert_eq!(items, 2, "{list}");
+    // Markdown: the later lines stay in the list item.
+    let md = n.cli(&["memory", "export"]).out().to_string();
+    assert!(
+        md.contains(" Build steps:\n  1. cargo build\n  2. cargo test\n"),
+        "{md}"
+    );
+}
+
+#[test]
 fn decision_verbs() {
     let (_tmp, n) = node();
     let set = n.cli(&[

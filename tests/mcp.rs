@@ -345,14 +345,20 @@ fn the_session_start_hook_prints_preferences_decisions_and_recent_memories() {
     ])
     .out();
     run(&["decision", "set", "db", "Postgres", "--rationale", "mature"]).out();
+    run(&["memory", "add", "Release steps:\n1. tag\n2. push"]).out();
     let out = run(&["hook", "session-start"]).out().to_string();
+    // A memory of several lines stays one Markdown list item.
+    assert!(
+        out.contains("## Recent memories\n\n- [learning] Release steps:\n  1. tag\n  2. push ("),
+        "{out}"
+    );
     assert!(
         out.contains("## Preferences\n\n- Always answer in British English"),
         "{out}"
     );
     assert!(out.contains("- **db**: Postgres — mature"), "{out}");
     assert!(
-        out.contains("## Recent memories\n\n- [discovery] The CI cache lives in S3"),
+        out.contains("- [discovery] The CI cache lives in S3"),
         "{out}"
     );
 }

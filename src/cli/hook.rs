@@ -3,7 +3,7 @@
 //! recent memories — as Markdown on stdout. A hook must never stop a session from starting: when
 //! no node answers, it prints a one-line note instead and still succeeds.
 
-use super::print::date;
+use super::print::{date, indent_rest};
 use super::CliError;
 use crate::client::Client;
 use crate::grpc::pb::aidememory as pb;
@@ -53,15 +53,19 @@ async fn context(c: &Client, recent: i32) -> Result<String, crate::client::Clien
     if !global.is_empty() {
         out.push_str("\n## Preferences\n\n");
         for m in &global {
-            out.push_str(&format!("- {}\n", m.content.trim()));
+            out.push_str(&format!("- {}\n", indent_rest(m.content.trim(), 2)));
         }
     }
     if !decisions.is_empty() {
         out.push_str("\n## Decisions\n\n");
         for d in &decisions {
-            out.push_str(&format!("- **{}**: {}", d.topic, d.decision.trim()));
+            out.push_str(&format!(
+                "- **{}**: {}",
+                d.topic,
+                indent_rest(d.decision.trim(), 2)
+            ));
             if !d.rationale.is_empty() {
-                out.push_str(&format!(" — {}", d.rationale.trim()));
+                out.push_str(&format!(" — {}", indent_rest(d.rationale.trim(), 2)));
             }
             out.push('\n');
         }
@@ -76,7 +80,7 @@ async fn context(c: &Client, recent: i32) -> Result<String, crate::client::Clien
             out.push_str(&format!(
                 "- [{}] {} ({})\n",
                 m.category,
-                m.content.trim(),
+                indent_rest(m.content.trim(), 2),
                 date(&m.created_at)
             ));
         }

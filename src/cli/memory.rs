@@ -1,6 +1,6 @@
 //! `aide memory`: add, get, delete, search, list, export, clear.
 
-use super::print::{self, memory_json, short, Format, Printer};
+use super::print::{self, indent_rest, memory_json, short, Format, Printer};
 use super::{split_list, CliError};
 use crate::client::Client;
 use crate::command::validate::MAX_LIMIT;
@@ -63,7 +63,7 @@ pub enum MemoryCmd {
 
 fn line(m: &Memory, full: bool, score: Option<f32>) -> String {
     let content = if full {
-        m.content.clone()
+        indent_rest(&m.content, 4)
     } else {
         short(&m.content, 100)
     };
@@ -247,7 +247,7 @@ pub fn markdown(memories: &[Memory]) -> String {
             s.push_str(&format!(
                 "- **{}** {}{tags}\n",
                 print::date(&m.created_at),
-                m.content.trim()
+                indent_rest(m.content.trim(), 2)
             ));
         }
     }

@@ -82,6 +82,13 @@ pub fn short(s: &str, max: usize) -> String {
     }
 }
 
+/// `s` without trailing whitespace, each line after its first indented by `pad` spaces, so that
+/// a multi-line text stays under the line (or Markdown list item) it begins.
+pub fn indent_rest(s: &str, pad: usize) -> String {
+    let pad = format!("\n{}", " ".repeat(pad));
+    s.trim_end().replace('\n', &pad)
+}
+
 pub fn memory_json(m: &pb::Memory) -> Value {
     json!({
         "id": m.id,
