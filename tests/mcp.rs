@@ -274,6 +274,14 @@ async fn every_tool_works_and_answers_read_well() {
     ok(&s, "task_delete", json!({"id": short})).await;
     let gone = tool_error(&s, "task_get", json!({"id": tid})).await;
     assert!(gone.contains("no task"), "{gone}");
+    // A whole id goes to the write as it is: the leader says there is no such task.
+    let never = tool_error(
+        &s,
+        "task_claim",
+        json!({"task_id": tid, "agent_id": "late"}),
+    )
+    .await;
+    assert!(never.contains("not found"), "{never}");
     s.cancel().await.unwrap();
 }
 

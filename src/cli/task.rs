@@ -55,15 +55,21 @@ pub fn line(t: &Task) -> String {
     format!("[{}] {short}: {}", t.status, t.title)
 }
 
-/// The full id of the task `id` names: itself, or the one task whose id starts with it.
-async fn resolve(c: &Client, id: &str) -> Result<String, CliError> {
-    match c.resolve_task(id).await? {
-        TaskRef::One(full) => Ok(full),
+/// What a task reference says when it names no task or several.
+fn unresolved<T>(id: &str, r: TaskRef<T>) -> Result<T, CliError> {
+    match r {
+        TaskRef::One(t) => Ok(t),
         TaskRef::None => Err(CliError::NotFound(format!("task {id} not found"))),
         TaskRef::Many(n) => Err(CliError::Usage(format!(
             "{id:?} names {n} tasks; give more of the id"
         ))),
     }
+}
+
+/// The full id of the task `id` names, for a write: itself when whole, else the one task whose
+/// id starts with it.
+async fn resolve(c: &Client, id: &str) -> Result<String, CliError> {
+    unresolved(id, c.task_to_change(id).await?)
 }
 
 pub async fn run(cmd: TaskCmd, c: &Client, out: &Printer) -> Result<(), CliError> {
@@ -81,12 +87,7 @@ pub async fn run(cmd: TaskCmd, c: &Client, out: &Printer) -> Result<(), CliError
             out.either(format!("Created task: {}", t.id), task_json(&t));
         }
         TaskCmd::Get { id } => {
-            let id = resolve(c, &id).await?;
-            let t = c
-                .task_get(pb::TaskGetRequest { id })
-                .await?
-                .task
-                .unwrap_or_default();
+            let t = unresolved(&id, c.resolve_task(&id).await?)?;
             if out.json() {
                 out.value(&task_json(&t));
             } else {

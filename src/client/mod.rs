@@ -521,35 +521,56 @@ impl Client {
     }
 }
 
-/// What a task id, or a prefix of one (as `aide task list` prints them), names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskRef {
-    /// The full id of the one task it names.
-    One(String),
+/// What a task id, or a prefix of one (as `aide task list` prints them), names: `T` is the
+/// task, or its id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskRef<T> {
+    /// The one task it names.
+    One(T),
     /// No task.
     None,
     /// This many tasks: the prefix is too short.
     Many(usize),
 }
 
+/// Whether `id` has the shape of a whole task id (16 hex digits). A write can name such an id
+/// as it is: the write, applied through the leader, says whether the task exists, where a read
+/// first (served stale, perhaps) could miss a task created a moment ago.
+pub fn is_whole_task_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Client {
     /// The task `id` names: the task with that id, else the one task whose id starts with it.
-    pub async fn resolve_task(&self, id: &str) -> Result<TaskRef, ClientError> {
+    pub async fn resolve_task(
+        &self,
+        id: &str,
+    ) -> Result<TaskRef<Box<crate::grpc::pb::aidememory::Task>>, ClientError> {
         use crate::grpc::pb::aidememory::{TaskGetRequest, TaskListRequest};
         // An empty id is refused here, before it could match every task as a prefix.
-        if self
-            .task_get(TaskGetRequest { id: id.to_string() })
-            .await?
-            .found
-        {
-            return Ok(TaskRef::One(id.to_string()));
+        let got = self.task_get(TaskGetRequest { id: id.to_string() }).await?;
+        if got.found {
+            return Ok(TaskRef::One(Box::new(got.task.unwrap_or_default())));
         }
         let all = self.task_list(TaskListRequest::default()).await?.tasks;
         let mut matching = all.into_iter().filter(|t| t.id.starts_with(id));
         Ok(match (matching.next(), matching.count()) {
-            (Some(one), 0) => TaskRef::One(one.id),
+            (Some(one), 0) => TaskRef::One(Box::new(one)),
             (None, _) => TaskRef::None,
             (Some(_), more) => TaskRef::Many(more + 1),
+        })
+    }
+
+    /// The id a write to the task `id` names should carry: a whole id as it is (see
+    /// [`is_whole_task_id`]), else the one task whose id starts with it.
+    pub async fn task_to_change(&self, id: &str) -> Result<TaskRef<String>, ClientError> {
+        if is_whole_task_id(id) {
+            return Ok(TaskRef::One(id.to_string()));
+        }
+        Ok(match self.resolve_task(id).await? {
+            TaskRef::One(task) => TaskRef::One(task.id),
+            TaskRef::None => TaskRef::None,
+            TaskRef::Many(n) => TaskRef::Many(n),
         })
     }
 }

@@ -29,17 +29,22 @@ fn failed(text: String) -> ToolResult {
     Ok(CallToolResult::error(vec![ContentBlock::text(text)]))
 }
 
-/// The full id of the task `id` names (a unique prefix is enough, as `aide task list` shows
-/// ids), or the tool error to return.
-async fn task_id(client: &Client, id: &str, what: &str) -> Result<String, ToolResult> {
-    match client.resolve_task(id).await {
-        Ok(TaskRef::One(full)) => Ok(full),
+/// The one task (or task id) a reference names, or the tool error to return.
+fn one_task<T>(id: &str, what: &str, r: Result<TaskRef<T>, ClientError>) -> Result<T, ToolResult> {
+    match r {
+        Ok(TaskRef::One(t)) => Ok(t),
         Ok(TaskRef::None) => Err(failed(format!("There is no task {id}."))),
         Ok(TaskRef::Many(n)) => Err(failed(format!(
             "{id:?} is the start of {n} tasks' ids; give more of the id."
         ))),
         Err(e) => Err(failed(render::failure(what, &e))),
     }
+}
+
+/// The full id of the task `id` names, for a write (a unique prefix is enough, as `aide task
+/// list` shows ids), or the tool error to return.
+async fn task_id(client: &Client, id: &str, what: &str) -> Result<String, ToolResult> {
+    one_task(id, what, client.task_to_change(id).await)
 }
 
 /// The text of `r`, or a tool error saying what could not be done.
@@ -474,18 +479,9 @@ impl AideMcp {
         annotations(read_only_hint = true, destructive_hint = false)
     )]
     async fn task_get(&self, Parameters(a): Parameters<IdArgs>) -> ToolResult {
-        let id = match task_id(&self.client, &a.id, "get the task").await {
-            Ok(id) => id,
-            Err(failure) => return failure,
-        };
-        let r = self
-            .client
-            .task_get(pb::TaskGetRequest { id: id.clone() })
-            .await;
-        match r {
-            Ok(r) if r.found => ok(render::task(&r.task.unwrap_or_default())),
-            Ok(_) => failed(format!("There is no task {id}.")),
-            Err(e) => failed(render::failure("get the task", &e)),
+        match one_task(&a.id, "get the task", self.client.resolve_task(&a.id).await) {
+            Ok(task) => ok(render::task(&task)),
+            Err(failure) => failure,
         }
     }
 
