@@ -185,13 +185,14 @@ async fn every_tool_works_and_answers_read_well() {
     let all = ok(&s, "decision_list", json!({})).await;
     assert!(all.contains("### auth"), "{all}");
 
-    // State: JSON.
-    ok(
+    // State: JSON; setting names the key as given, not the store's scoped key.
+    let set = ok(
         &s,
         "state_set",
         json!({"key": "build", "value": "green", "agent_id": "a1"}),
     )
     .await;
+    assert_eq!(set, "Set state: build = green (agent a1)");
     let got: Value =
         serde_json::from_str(&ok(&s, "state_get", json!({"key": "build", "agent_id": "a1"})).await)
             .unwrap();

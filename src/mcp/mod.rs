@@ -328,18 +328,27 @@ impl AideMcp {
         )
     )]
     async fn state_set(&self, Parameters(a): Parameters<StateSetArgs>) -> ToolResult {
+        let key = a.key.clone();
+        let agent = a.agent_id.unwrap_or_default();
         let r = self
             .client
             .state_set(pb::StateSetRequest {
                 key: a.key,
                 value: a.value,
-                agent_id: a.agent_id.unwrap_or_default(),
+                agent_id: agent.clone(),
                 updated_at: None,
             })
             .await;
+        // The key as the agent named it (the store's key carries the agent's scope), as the
+        // CLI prints it.
         answer("set the state key", r, |r| {
             let s = r.state.unwrap_or_default();
-            format!("Set state: {} = {}", s.key, s.value)
+            let whose = if agent.is_empty() {
+                String::new()
+            } else {
+                format!(" (agent {agent})")
+            };
+            format!("Set state: {key} = {}{whose}", s.value)
         })
     }
 
