@@ -1656,9 +1656,24 @@ async fn the_cluster_cli_shows_members_and_adds_a_node() {
         "{}",
         refused.stderr
     );
+    let nobody = clash.addr.clone();
     drop(clash);
+    // A node that does not answer is not added: the hint to start it names --node-id.
+    let refused = cli(any, &["cluster", "join", &nobody, "--node-id", "9"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("--no-init --node-id N"),
+        "{}",
+        refused.stderr
+    );
     let fourth = common::NodeProc::start(&c.dir(5), &["--no-init", "--node-id", "4"]);
-    let joined = cli(any, &["cluster", "join", &fourth.addr])
+    // An id other than the one the node runs as is refused, naming both.
+    let wrong = cli(any, &["cluster", "join", &fourth.addr, "--node-id", "9"]);
+    assert!(
+        !wrong.ok && wrong.stderr.contains("runs as node 4, not node 9"),
+        "{}",
+        wrong.stderr
+    );
+    let joined = cli(any, &["cluster", "join", &fourth.addr, "--node-id", "4"])
         .out()
         .to_string();
     assert!(joined.starts_with("Added node "), "{joined}");

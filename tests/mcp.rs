@@ -286,6 +286,25 @@ async fn every_tool_works_and_answers_read_well() {
     s.cancel().await.unwrap();
 }
 
+/// A node that answers but cannot serve (its cluster has lost its quorum) is not reported as
+/// no node at all: the advice is to wait, not to start a node or point the server elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_a_quorum_is_told_apart_from_no_node() {
+    let mut c = common::cluster::Cluster::start(3, &[]).await;
+    let l = c.leader().await;
+    let s = session(&c.nodes[l].addr, "mcp").await;
+    ok(&s, "state_set", json!({"key": "k", "value": "v"})).await;
+    for i in (0..3).filter(|&i| i != l) {
+        c.nodes[i].kill();
+    }
+    let stuck = tool_error(&s, "state_set", json!({"key": "k", "value": "w"})).await;
+    assert!(
+        stuck.contains("cannot serve it now") && !stuck.contains("aide serve"),
+        "{stuck}"
+    );
+    s.cancel().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_calls_and_a_lost_node_are_tool_errors_and_the_server_goes_on() {
     let tmp = tempfile::tempdir().unwrap();

@@ -894,25 +894,38 @@ async fn a_node_with_keys_of_its_own_is_not_joined() {
     })
     .await
     .unwrap();
-    // With the id given, the CLI does not ask the node itself first: the cluster asks it.
-    let refused = cli(
-        &member.addr,
-        &["cluster", "join", &other.addr, "--node-id", "2"],
-    );
-    assert!(!refused.ok, "a node with keys of its own joined");
+    // Asked through the API, with an id, the cluster asks the node itself.
+    let refused = keyed(
+        std::slice::from_ref(&member.addr),
+        "p",
+        None,
+        ReadMode::Linearizable,
+    )
+    .cluster_join(aide::grpc::pb::cluster::JoinRequest {
+        node_id: 2,
+        address: other.addr.clone(),
+        itself: false,
+    })
+    .await
+    .expect_err("a node with keys of its own joined");
     assert!(
-        refused.stderr.contains("is not empty") && refused.stderr.contains("API keys of its own"),
+        refused.message.contains("is not empty") && refused.message.contains("API keys of its own"),
         "{}",
-        refused.stderr
+        refused.message
     );
-    // Without it, the CLI asks the node for its id first, and says the same.
-    let refused = cli(&member.addr, &["cluster", "join", &other.addr]);
-    assert!(!refused.ok, "a node with keys of its own joined");
-    assert!(
-        refused.stderr.contains("is not empty") && refused.stderr.contains("API key of its own"),
-        "{}",
-        refused.stderr
-    );
+    // The CLI asks the node for its id first, with --node-id or without, and says the same.
+    for args in [vec!["--node-id", "2"], vec![]] {
+        let mut join = vec!["cluster", "join", other.addr.as_str()];
+        join.extend(args);
+        let refused = cli(&member.addr, &join);
+        assert!(!refused.ok, "a node with keys of its own joined");
+        assert!(
+            refused.stderr.contains("is not empty")
+                && refused.stderr.contains("API key of its own"),
+            "{}",
+            refused.stderr
+        );
+    }
     let members = cli(&member.addr, &["cluster", "members", "--format", "json"]).json();
     assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
 }

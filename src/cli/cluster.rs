@@ -17,7 +17,7 @@ pub enum ClusterCmd {
     Join {
         addr: String,
         /// The id the node was started with (`aide serve --no-init --node-id N`); asked of the
-        /// node itself when unset.
+        /// node itself when unset, and checked against it when given.
         #[arg(long)]
         node_id: Option<u64>,
     },
@@ -84,7 +84,8 @@ async fn new_node_id(addr: &str) -> Result<u64, CliError> {
                 ),
                 _ => format!(
                     "cannot reach the new node at {addr} ({e}); start it first with `aide serve \
-                     --no-init --listen {addr}`"
+                     --no-init --node-id N --listen {addr}`, N an id no member has or had (or \
+                     start it with `aide serve --join MEMBER`, which joins it under a free id)"
                 ),
             })
         })?;
@@ -104,10 +105,10 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
         ClusterCmd::Join { addr, node_id } => {
             let addr = super::host_port(&addr)
                 .map_err(|e| CliError::Usage(format!("cluster join: {e}")))?;
-            let node_id = match node_id {
-                Some(id) => id,
-                None => new_node_id(&addr).await?,
-            };
+            // Asked of the node even when given: it must answer (start it first), and the
+            // leader refuses an id other than the one it runs as.
+            let runs_as = new_node_id(&addr).await?;
+            let node_id = node_id.unwrap_or(runs_as);
             // Run again for a node that has joined since: nothing to do (the leader refuses a
             // voter's address, as a node that lost its data must not come back under its id).
             let members = c.cluster_members(pb::MembersRequest {}).await?;

@@ -501,7 +501,7 @@ impl Client {
                     return Err(ClientError {
                         code: Code::Unavailable,
                         message: format!(
-                            "no aide node is reachable at {} ({})",
+                            "{NONE_REACHABLE} {} ({})",
                             self.endpoints
                                 .iter()
                                 .map(|e| e.addr.as_str())
@@ -581,6 +581,9 @@ const NO_LEADER: usize = usize::MAX;
 /// The least time one attempt at a call gets before the next endpoint is tried (a third of
 /// the call's timeout when that is more).
 const MIN_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// How the error of a call that reached no endpoint at all begins.
+pub const NONE_REACHABLE: &str = "no aide node is reachable at";
 
 /// How long calls keep trying when no endpoint accepts a connection.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(3);

@@ -94,8 +94,21 @@ impl Node {
                 m.node_id
             )));
         }
+        // The node at `addr` runs under an id of its own (given with --node-id when it
+        // started), and must be added under that one: a member under another id would never
+        // hear from it. When it answers, its id is the one asked for, or must equal it.
+        let mut asked = asked;
         if !itself {
-            self.joins_empty(addr).await?;
+            if let Some(runs_as) = self.joins_empty(addr).await?.filter(|&id| id != 0) {
+                if asked != 0 && asked != runs_as {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "the node at {addr} runs as node {runs_as}, not node {asked}: join it \
+                         without --node-id (or with --node-id {runs_as}), or start it again on an \
+                         empty data directory with `--no-init --node-id {asked}`"
+                    )));
+                }
+                asked = runs_as;
+            }
         }
         // Ids are never given twice: a removed node's id stays its own, so that its messages,
         // should it run again, are told apart from a new node's (and refused).
@@ -271,8 +284,9 @@ impl Node {
     /// Refuses to add the node at `addr` when it holds data: a node joins empty, and one with a
     /// log of its own (started without --no-init or --join, it made a cluster of its own) would
     /// refuse this cluster's messages or mix its data with this cluster's. One that does not
-    /// answer yet is added, and catches up once it runs.
-    async fn joins_empty(&self, addr: &str) -> Result<(), NodeError> {
+    /// answer yet is added, and catches up once it runs. The id the node runs as, when it
+    /// answered.
+    async fn joins_empty(&self, addr: &str) -> Result<Option<NodeId>, NodeError> {
         let refused = |what: String| {
             Err(NodeError::FailedPrecondition(format!(
                 "the node at {addr} is not empty: {what} (a node started without --no-init or \
@@ -290,7 +304,7 @@ impl Node {
                     s.message()
                 ));
             }
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(None),
         };
         let ours = crate::apply::cluster::known(&self.store).map_err(NodeError::Store)?;
         if !s.cluster_id.is_empty() && ours.as_deref() == Some(s.cluster_id.as_str()) {
@@ -310,7 +324,7 @@ impl Node {
                 s.last_log_index
             ));
         }
-        Ok(())
+        Ok(Some(s.node_id))
     }
 
     /// What this node knows of itself.
