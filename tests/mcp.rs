@@ -423,6 +423,78 @@ async fn with_no_node_the_server_uses_the_projects_own_store() {
     s.cancel().await.unwrap();
 }
 
+/// Two Claude Code sessions in one project with no node configured: the first serves the
+/// project's store at the default address, the second goes through it; when the first ends,
+/// the second takes the store over and goes on, and CLI commands go through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_session_takes_the_store_over_when_the_first_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("webshop");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // The default address, moved to a free port for the test.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let local = |c: &mut tokio::process::Command| {
+        c.current_dir(&repo)
+            .env_remove("AIDE_REMOTE")
+            .env_remove("AIDE_PROJECT")
+            .env_remove("AIDE_DATA_DIR")
+            .env("AIDE_LOCAL_ADDR", &addr)
+            .env("HOME", &home)
+            .env("AIDE_CONFIG", home.join(".aide/config.yaml"));
+    };
+    let start = || async {
+        let transport = TokioChildProcess::new(
+            tokio::process::Command::new(common::aide_bin()).configure(|c| {
+                c.arg("mcp");
+                local(c);
+            }),
+        )
+        .expect("spawn aide mcp");
+        let s: Session = ().serve(transport).await.expect("initialize");
+        s
+    };
+    let first = start().await;
+    ok(&first, "state_set", json!({"key": "k", "value": "v1"})).await;
+    let second = start().await;
+    let got = ok(&second, "state_get", json!({"key": "k"})).await;
+    assert!(got.contains("v1"), "{got}");
+    first.cancel().await.unwrap();
+
+    // Bounded: the second session notices within a second and opens the store.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let got = loop {
+        let r = call(&second, "state_get", json!({"key": "k"})).await;
+        if r.is_error != Some(true) {
+            break text(&r);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second session never took the store over: {}",
+            text(&r)
+        );
+    };
+    assert!(got.contains("v1"), "{got}");
+    ok(&second, "state_set", json!({"key": "k", "value": "v2"})).await;
+    // A CLI command in the project goes through the second session's node.
+    let mut cli = tokio::process::Command::new(common::aide_bin());
+    cli.args(["state", "get", "k"]);
+    local(&mut cli);
+    let out = cli.output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "v2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    second.cancel().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_keys_enabled_the_server_and_the_cli_use_the_configured_key() {
     use aide::grpc::pb::auth::{CreateKeyRequest, EnableRequest};

@@ -9,21 +9,95 @@
 use super::CliError;
 use crate::node::{self, NodeConfig, RunningNode, StartError, DEFAULT_LISTEN};
 use crate::storage::StoreError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a command waits for another aide process to release the store.
 const STORE_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a session that goes through another process's node checks that it still answers.
+const STANDBY_CHECK: Duration = Duration::from_millis(500);
+
+/// The default address: where `aide serve` and a session's node listen when given none, and
+/// where commands look for a node when none is configured. `AIDE_LOCAL_ADDR` moves it (two
+/// setups side by side, or tests), else 127.0.0.1:7420.
+pub fn default_addr() -> String {
+    std::env::var("AIDE_LOCAL_ADDR")
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string())
+}
 
 /// Whether a node answers at the default address.
 pub async fn default_node_answers() -> bool {
     matches!(
         tokio::time::timeout(
             Duration::from_millis(300),
-            tokio::net::TcpStream::connect(DEFAULT_LISTEN)
+            tokio::net::TcpStream::connect(default_addr())
         )
         .await,
         Ok(Ok(_))
     )
+}
+
+/// A session (MCP) that goes through the node another process serves at the default address
+/// (another session's, in the same project) stands by to take the store over when that node
+/// goes away: it then serves the store at the default address itself, where its client (and
+/// every other command) already looks, so the session goes on. Of several sessions standing
+/// by, the first to open the store serves it; the others go on through it.
+pub struct Standby {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
+    node: Arc<tokio::sync::Mutex<Option<RunningNode>>>,
+}
+
+impl Standby {
+    pub fn start() -> Standby {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let node = Arc::new(tokio::sync::Mutex::new(None));
+        let (stopped, slot) = (stop.clone(), node.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.notified() => return,
+                    _ = tokio::time::sleep(STANDBY_CHECK) => {}
+                }
+                if default_node_answers().await {
+                    continue;
+                }
+                // Only at the default address: anywhere else its client would not find it.
+                match start(Some(Some(default_addr()))).await {
+                    Ok(running) => {
+                        tracing::info!(
+                            addr = %running.local_addr,
+                            "the node this session went through stopped: serving the project's store"
+                        );
+                        *slot.lock().await = Some(running);
+                        return;
+                    }
+                    // Another session took it (the store or the address): go on through it.
+                    Err(e) => tracing::debug!(error = %e, "standing by"),
+                }
+            }
+        });
+        Standby { task, stop, node }
+    }
+
+    /// Stops standing by, and the node it started, if any.
+    pub async fn finish(mut self) {
+        self.stop.notify_one();
+        // A start under way waits for the store (up to STORE_WAIT) when another process holds
+        // it: the session that ends does not wait for that.
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+        if let Some(running) = self.node.lock().await.take() {
+            running.shutdown().await;
+        }
+    }
 }
 
 /// Starts the in-process node on the project's store. A command's node listens on a free port;
@@ -33,15 +107,13 @@ pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, Cl
     let data_dir = super::serve::default_data_dir();
     let listen = match long_lived {
         Some(Some(addr)) => addr,
-        Some(None) if std::net::TcpListener::bind(DEFAULT_LISTEN).is_ok() => {
-            DEFAULT_LISTEN.to_string()
-        }
+        Some(None) if std::net::TcpListener::bind(default_addr()).is_ok() => default_addr(),
         _ => "127.0.0.1:0".to_string(),
     };
     let config = NodeConfig {
         // Members are known by the default address, wherever this process listens, so that a
         // later `aide serve` on the same store is the same node at the same address.
-        advertise: Some(DEFAULT_LISTEN.to_string()),
+        advertise: Some(default_addr()),
         ..NodeConfig::new(data_dir.clone(), listen.as_str())
     };
     let deadline = Instant::now() + STORE_WAIT;

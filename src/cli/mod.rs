@@ -231,6 +231,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 struct Session {
     client: Client,
     local: Option<crate::node::RunningNode>,
+    /// A session going through another process's node at the default address.
+    standby: Option<local::Standby>,
 }
 
 impl Session {
@@ -240,9 +242,13 @@ impl Session {
     async fn open(g: &Global, long_lived: Option<Option<String>>) -> Result<Session, CliError> {
         let configured = g.remote.is_some() || client_file()?.peers().is_some();
         if configured || local::default_node_answers().await {
+            // A session without a node of its own only because another process serves the
+            // default address takes the store over should that process stop.
+            let standby = (!configured && long_lived == Some(None)).then(local::Standby::start);
             return Ok(Session {
                 client: client(g).await?,
                 local: None,
+                standby,
             });
         }
         let running = local::start(long_lived).await?;
@@ -255,12 +261,16 @@ impl Session {
         Ok(Session {
             client: Client::new(config)?,
             local: Some(running),
+            standby: None,
         })
     }
 
     /// Stops the in-process node, if any, once the command is done; keeps the index the
     /// command saw for `--min-index last` when it talked to a cluster.
     async fn finish(self, result: Result<(), CliError>) -> Result<(), CliError> {
+        if let Some(standby) = self.standby {
+            standby.finish().await;
+        }
         match self.local {
             Some(running) => {
                 running.shutdown().await;
@@ -390,7 +400,7 @@ fn endpoints(g: &Global) -> Result<Vec<String>, CliError> {
         });
         return endpoints_of(&format!("the peers in {named}"), &peers.join(","));
     }
-    Ok(vec![crate::client::DEFAULT_ENDPOINT.to_string()])
+    Ok(vec![local::default_addr()])
 }
 
 /// Splits `a:1,b:2` into endpoints, refusing anything that is not HOST:PORT.

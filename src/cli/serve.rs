@@ -1,7 +1,7 @@
 //! `aide serve`: run a node until SIGINT or SIGTERM, then stop it cleanly.
 
 use crate::config::ServeFile;
-use crate::node::{self, NodeConfig, DEFAULT_LISTEN};
+use crate::node::{self, NodeConfig};
 use crate::raft::NodeId;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,7 +124,7 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
             .listen
             .clone()
             .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            .unwrap_or_else(super::local::default_addr),
         advertise: args.advertise.clone().or(file.advertise),
         node_id: args.node_id.or(file.node_id),
         join: args.join.clone().or(file.join),
