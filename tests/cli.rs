@@ -370,6 +370,32 @@ fn task_verbs() {
 }
 
 #[test]
+fn cluster_status_with_nothing_configured_says_where_nodes_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The default address, moved to a port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = std::process::Command::new(common::aide_bin())
+        .args(["cluster", "status"])
+        .current_dir(tmp.path())
+        .env_remove("AIDE_REMOTE")
+        .env("AIDE_LOCAL_ADDR", &closed)
+        .env("HOME", tmp.path())
+        .env("AIDE_CONFIG", tmp.path().join("none.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&closed) && stderr.contains("aide serve") && stderr.contains("--remote"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn version_and_cluster_status() {
     let (_tmp, n) = node();
     let v = n.cli(&["version"]).out().to_string();

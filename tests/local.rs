@@ -54,6 +54,9 @@ fn with_no_node_the_cli_uses_the_projects_own_store() {
         repo.join(".aide/data/aide.meta").exists(),
         "the store is created in .aide at the git root"
     );
+    // And kept out of the repository: `git status` does not list it.
+    let ignore = std::fs::read_to_string(repo.join(".aide/.gitignore")).unwrap_or_default();
+    assert!(ignore.lines().any(|l| l == "*"), "{ignore:?}");
     stdout(&aide_in(&repo, &home, &["state", "set", "phase", "build"]));
     assert_eq!(
         stdout(&aide_in(&repo, &home, &["state", "get", "phase"])).trim(),

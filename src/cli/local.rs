@@ -105,6 +105,7 @@ impl Standby {
 /// is free.
 pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, CliError> {
     let data_dir = super::serve::default_data_dir();
+    super::serve::keep_out_of_git(&data_dir);
     let listen = match long_lived {
         Some(Some(addr)) => addr,
         Some(None) if std::net::TcpListener::bind(default_addr()).is_ok() => default_addr(),

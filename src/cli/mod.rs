@@ -197,9 +197,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve(_) => unreachable!("handled before the runtime starts"),
-        Command::Cluster(c) => cluster::run(c, &client(g).await?, &out).await,
-        Command::Auth(c) => auth::run(c, &client(g).await?, g.project.clone(), &out).await,
-        Command::Audit(c) => auth::audit(c, &client(g).await?, &out).await,
+        Command::Cluster(c) => unconfigured(g, cluster::run(c, &client(g).await?, &out).await),
+        Command::Auth(c) => unconfigured(
+            g,
+            auth::run(c, &client(g).await?, g.project.clone(), &out).await,
+        ),
+        Command::Audit(c) => unconfigured(g, auth::audit(c, &client(g).await?, &out).await),
         Command::Cert(c) => auth::cert(c),
         Command::Bench(args) => {
             let api_key = transport(g)?;
@@ -224,6 +227,26 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             };
             session.finish(result).await
         }
+    }
+}
+
+/// A command that needs a node (cluster, auth, audit) and reached none, with none configured:
+/// says where nodes are named.
+fn unconfigured(g: &Global, result: Result<(), CliError>) -> Result<(), CliError> {
+    match result {
+        Err(CliError::Client(e))
+            if e.message.starts_with(crate::client::NONE_REACHABLE)
+                && g.remote.is_none()
+                && client_file().is_ok_and(|f| f.peers().is_none()) =>
+        {
+            Err(CliError::Failed(format!(
+                "{}; no node is configured, so the default address was tried: start one with \
+                 `aide serve`, or name the cluster's nodes with --remote, AIDE_REMOTE or the \
+                 `sync` peers in ~/.aide/config.yaml",
+                e.message
+            )))
+        }
+        other => other,
     }
 }
 

@@ -74,6 +74,24 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".aide").join("data")
 }
 
+/// Keeps a project's store out of its repository: `.aide/.gitignore` ignoring everything in
+/// `.aide/`, written once when `data_dir` is the store at a git root (best effort: a read-only
+/// checkout only loses the convenience).
+pub fn keep_out_of_git(data_dir: &Path) {
+    let Some(aide) = data_dir.parent() else {
+        return;
+    };
+    let at_root = aide.file_name().is_some_and(|n| n == ".aide")
+        && aide.parent().is_some_and(|root| root.join(".git").exists());
+    let ignore = aide.join(".gitignore");
+    if at_root && !ignore.exists() && std::fs::create_dir_all(aide).is_ok() {
+        let _ = std::fs::write(
+            ignore,
+            "# aide's local store: not part of the repository\n*\n",
+        );
+    }
+}
+
 /// The nearest directory at or above `dir` that holds `.git`.
 pub fn git_root(dir: &Path) -> Option<PathBuf> {
     dir.ancestors()
@@ -115,11 +133,11 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
         }
     };
     let mut config = NodeConfig {
-        data_dir: args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(default_data_dir),
+        data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| {
+            let dir = default_data_dir();
+            keep_out_of_git(&dir);
+            dir
+        }),
         listen: args
             .listen
             .clone()

@@ -21,12 +21,14 @@ pub enum StateCmd {
     /// Print a key's value.
     Get {
         key: String,
+        /// The key as this agent scoped it (`state set --agent`).
         #[arg(long)]
         agent: Option<String>,
     },
     /// Delete a key.
     Delete {
         key: String,
+        /// The key as this agent scoped it (`state set --agent`).
         #[arg(long)]
         agent: Option<String>,
     },
@@ -38,8 +40,10 @@ pub enum StateCmd {
     },
     /// Delete an agent's keys (--agent) or every key (--all).
     Clear {
+        /// Delete this agent's keys.
         #[arg(long, conflicts_with = "all")]
         agent: Option<String>,
+        /// Delete every key of the project.
         #[arg(long)]
         all: bool,
     },
