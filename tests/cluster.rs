@@ -850,6 +850,12 @@ async fn a_voter_cannot_join_again_empty_and_a_change_that_could_never_commit_is
     // With the follower dead, removing it needs both voters to agree (Raft's joint
     // consensus): it could never commit, so it is refused at once with the reason.
     c.nodes[follower].kill();
+    // Run again while that voter is down: still a voter, nothing to start first.
+    let rerun = cli(&c.nodes[leader].addr, &["cluster", "join", &addr]);
+    assert_eq!(
+        rerun.out().trim(),
+        format!("Node {id} at {addr} is already a voter")
+    );
     let started = Instant::now();
     let refused = cli(
         &c.nodes[leader].addr,

@@ -493,6 +493,79 @@ async fn a_second_session_takes_the_store_over_when_the_first_ends() {
         String::from_utf8_lossy(&out.stderr)
     );
     second.cancel().await.unwrap();
+    // Its node stopped with the session, the write kept: a command opens the store itself.
+    let mut cli = tokio::process::Command::new(common::aide_bin());
+    cli.args(["state", "get", "k"]);
+    local(&mut cli);
+    let out = cli.output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "v2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A node a person started with `aide serve` is theirs: a session going through it does not
+/// take the store over when it stops, so starting it again works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_leaves_a_stopped_aide_serve_to_its_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("webshop");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let serve = || {
+        let mut c = std::process::Command::new(common::aide_bin());
+        c.arg("serve")
+            .current_dir(&repo)
+            .env("AIDE_LOCAL_ADDR", &addr)
+            .env("HOME", &home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains("serving on"), "{line}");
+        child
+    };
+    let mut node = serve();
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(common::aide_bin()).configure(|c| {
+            c.arg("mcp")
+                .current_dir(&repo)
+                .env_remove("AIDE_REMOTE")
+                .env_remove("AIDE_PROJECT")
+                .env("AIDE_LOCAL_ADDR", &addr)
+                .env("HOME", &home)
+                .env("AIDE_CONFIG", home.join(".aide/config.yaml"));
+        }),
+    )
+    .expect("spawn aide mcp");
+    let s: Session = ().serve(transport).await.expect("initialize");
+    ok(&s, "state_set", json!({"key": "k", "value": "v"})).await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    // The call waits out the client's connect budget (3 s), time enough for a session that
+    // took the store over to serve it: it fails instead.
+    let down = tool_error(&s, "state_get", json!({"key": "k"})).await;
+    assert!(down.contains("aide serve"), "{down}");
+    // Started again, the node has its store; the session goes on through it.
+    let mut node = serve();
+    let got = ok(&s, "state_get", json!({"key": "k"})).await;
+    assert!(got.contains("\"v\""), "{got}");
+    s.cancel().await.unwrap();
+    node.kill().unwrap();
+    node.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

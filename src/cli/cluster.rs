@@ -80,7 +80,8 @@ async fn new_node_id(addr: &str) -> Result<u64, CliError> {
                     "the node at {addr} is not empty: it asks for an API key of its own, so it \
                      holds data of its own (a node started without --no-init or --join makes a \
                      cluster of its own), and a node joins with none; start it on an empty data \
-                     directory with `aide serve --no-init --listen {addr}`, then join it"
+                     directory with `aide serve --no-init --node-id N --listen {addr}` (N an \
+                     id no member has or had), then join it"
                 ),
                 _ => format!(
                     "cannot reach the new node at {addr} ({e}); start it first with `aide serve \
@@ -107,13 +108,14 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 .map_err(|e| CliError::Usage(format!("cluster join: {e}")))?;
             // Asked of the node even when given: it must answer (start it first), and the
             // leader refuses an id other than the one it runs as.
-            let runs_as = new_node_id(&addr).await?;
-            let node_id = node_id.unwrap_or(runs_as);
+            let runs_as = new_node_id(&addr).await;
             // Run again for a node that has joined since: nothing to do (the leader refuses a
-            // voter's address, as a node that lost its data must not come back under its id).
+            // voter's address, as a node that lost its data must not come back under its id),
+            // also while that node is down.
+            let known = node_id.or(runs_as.as_ref().ok().copied().filter(|&id| id != 0));
             let members = c.cluster_members(pb::MembersRequest {}).await?;
             if let Some(m) = members.members.iter().find(|m| {
-                m.address == addr && m.role == "voter" && (node_id == 0 || m.node_id == node_id)
+                m.address == addr && m.role == "voter" && known.is_none_or(|id| m.node_id == id)
             }) {
                 out.either(
                     format!("Node {} at {addr} is already a voter", m.node_id),
@@ -121,6 +123,8 @@ pub async fn run(cmd: ClusterCmd, c: &Client, out: &Printer) -> Result<(), CliEr
                 );
                 return Ok(());
             }
+            let runs_as = runs_as?;
+            let node_id = node_id.unwrap_or(runs_as);
             let r = c
                 .cluster_join(pb::JoinRequest {
                     node_id,

@@ -40,26 +40,43 @@ pub async fn default_node_answers() -> bool {
     )
 }
 
-/// A session (MCP) that goes through the node another process serves at the default address
-/// (another session's, in the same project) stands by to take the store over when that node
-/// goes away: it then serves the store at the default address itself, where its client (and
-/// every other command) already looks, so the session goes on. Of several sessions standing
-/// by, the first to open the store serves it; the others go on through it.
+/// The file in a store's data directory that says a session (MCP) serves that store at the
+/// default address: written when the session's node starts there, removed when it stops (and
+/// by `aide serve` on that store: a node a person runs is not a session's).
+const SESSION_MARK: &str = "session-node";
+
+/// Whether a session serves this project's store at the default address (see [`SESSION_MARK`]).
+pub fn session_serves_this_store() -> bool {
+    super::serve::default_data_dir().join(SESSION_MARK).exists()
+}
+
+/// Forgets that a session serves this project's store (its node stopped, or a person's
+/// `aide serve` took the store).
+pub fn unmark_session() {
+    let _ = std::fs::remove_file(super::serve::default_data_dir().join(SESSION_MARK));
+}
+
+/// A session (MCP) that goes through another session's node at the default address, serving
+/// the same project's store, stands by to take the store over when that node goes away (the
+/// other session ended): it then serves the store at the default address itself, where its
+/// client (and every other command) already looks, so the session goes on. Of several sessions
+/// standing by, the first to open the store serves it; the others go on through it. A node a
+/// person started with `aide serve`, or one serving another project's store, is not taken
+/// over: it is theirs to restart.
 pub struct Standby {
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Option<RunningNode>>,
     stop: Arc<tokio::sync::Notify>,
-    node: Arc<tokio::sync::Mutex<Option<RunningNode>>>,
 }
 
 impl Standby {
     pub fn start() -> Standby {
         let stop = Arc::new(tokio::sync::Notify::new());
-        let node = Arc::new(tokio::sync::Mutex::new(None));
-        let (stopped, slot) = (stop.clone(), node.clone());
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
+            let mut told = false;
             loop {
                 tokio::select! {
-                    _ = stopped.notified() => return,
+                    _ = stopped.notified() => return None,
                     _ = tokio::time::sleep(STANDBY_CHECK) => {}
                 }
                 if default_node_answers().await {
@@ -70,42 +87,45 @@ impl Standby {
                     Ok(running) => {
                         tracing::info!(
                             addr = %running.local_addr,
-                            "the node this session went through stopped: serving the project's store"
+                            "the session this one went through ended: serving the project's store"
                         );
-                        *slot.lock().await = Some(running);
-                        return;
+                        return Some(running);
                     }
                     // Another session took it (the store or the address): go on through it.
-                    Err(e) => tracing::debug!(error = %e, "standing by"),
+                    Err(e) if !told => {
+                        told = true;
+                        tracing::warn!(error = %e, "could not take the project's store over; standing by");
+                    }
+                    Err(_) => {}
                 }
             }
         });
-        Standby { task, stop, node }
+        Standby { task, stop }
     }
 
     /// Stops standing by, and the node it started, if any.
     pub async fn finish(mut self) {
         self.stop.notify_one();
         // A start under way waits for the store (up to STORE_WAIT) when another process holds
-        // it: the session that ends does not wait for that.
-        if tokio::time::timeout(Duration::from_secs(1), &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
-        if let Some(running) = self.node.lock().await.take() {
-            running.shutdown().await;
+        // it: the session that ends does not wait for that (it ends the process).
+        match tokio::time::timeout(Duration::from_secs(1), &mut self.task).await {
+            Ok(Ok(Some(running))) => {
+                running.shutdown().await;
+                unmark_session();
+            }
+            Ok(_) => {}
+            Err(_) => self.task.abort(),
         }
     }
 }
 
 /// Starts the in-process node on the project's store. A command's node listens on a free port;
 /// a session's (`long_lived`) on the address it names, else on the default address when that
-/// is free.
+/// is free (and marks the store as a session's, [`SESSION_MARK`], when at the default address).
 pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, CliError> {
     let data_dir = super::serve::default_data_dir();
     super::serve::keep_out_of_git(&data_dir);
+    let session = long_lived.is_some();
     let listen = match long_lived {
         Some(Some(addr)) => addr,
         Some(None) if std::net::TcpListener::bind(default_addr()).is_ok() => default_addr(),
@@ -120,7 +140,13 @@ pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, Cl
     let deadline = Instant::now() + STORE_WAIT;
     loop {
         match node::start(config.clone()).await {
-            Ok(running) => return Ok(running),
+            Ok(running) => {
+                if session && listen == default_addr() {
+                    // Best effort: without it, other sessions only do not stand by.
+                    let _ = std::fs::write(data_dir.join(SESSION_MARK), listen.as_bytes());
+                }
+                return Ok(running);
+            }
             Err(StartError::Store(StoreError::InUse(_))) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

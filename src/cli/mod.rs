@@ -265,11 +265,14 @@ impl Session {
     async fn open(g: &Global, long_lived: Option<Option<String>>) -> Result<Session, CliError> {
         let configured = g.remote.is_some() || client_file()?.peers().is_some();
         if configured || local::default_node_answers().await {
-            // A session without a node of its own only because another process serves the
-            // default address takes the store over should that process stop.
-            let standby = (!configured && long_lived == Some(None)).then(local::Standby::start);
+            let client = client(g).await?;
+            // A session without a node of its own only because another session serves this
+            // project's store at the default address takes the store over when that one ends.
+            let standby =
+                (!configured && long_lived == Some(None) && local::session_serves_this_store())
+                    .then(local::Standby::start);
             return Ok(Session {
-                client: client(g).await?,
+                client,
                 local: None,
                 standby,
             });
@@ -296,7 +299,11 @@ impl Session {
         }
         match self.local {
             Some(running) => {
+                let at_default = running.local_addr.to_string() == local::default_addr();
                 running.shutdown().await;
+                if at_default {
+                    local::unmark_session();
+                }
                 result
             }
             None => remembering(&self.client, result),

@@ -87,7 +87,8 @@ pub fn keep_out_of_git(data_dir: &Path) {
     if at_root && !ignore.exists() && std::fs::create_dir_all(aide).is_ok() {
         let _ = std::fs::write(
             ignore,
-            "# aide's local store: not part of the repository\n*\n",
+            // The client's config file stays visible (a home directory kept in git).
+            "# aide's local store: not part of the repository\n*\n!config.yaml\n",
         );
     }
 }
@@ -197,6 +198,11 @@ pub fn run(args: &ServeArgs, g: &super::Global) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if config.data_dir == default_data_dir() {
+            // This store is served by a person's node now, not a session's: sessions going
+            // through it do not take it over when it stops.
+            super::local::unmark_session();
+        }
         // The listening address first (scripts and tests read it), then the one the other
         // nodes and clients are told when it differs.
         let listening = running.local_addr.to_string();

@@ -143,12 +143,16 @@ pub fn tasks(list: &[pb::Task]) -> String {
 /// What failed and what to do, in one or two sentences.
 pub fn failure(what: &str, e: &ClientError) -> String {
     match e.code {
-        // A node answered, but the cluster cannot serve the call now (no quorum, no leader).
-        Code::Unavailable if !e.message.starts_with(crate::client::NONE_REACHABLE) => format!(
-            "Could not {what}: the cluster cannot serve it now ({}). Try again in a moment; \
-             `aide cluster status` shows which nodes are up.",
-            e.message
-        ),
+        // A node answered, but the cluster cannot serve the call now (its own words).
+        Code::Unavailable
+            if e.message.starts_with("no quorum") || e.message.starts_with("no leader") =>
+        {
+            format!(
+                "Could not {what}: the cluster cannot serve it now ({}). Try again in a moment; \
+                 `aide cluster status` shows which nodes are up.",
+                e.message
+            )
+        }
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => format!(
             "Could not {what}: no aide node answered ({}). Start one with `aide serve`, or point \
              the MCP server at a running cluster with --remote HOST:PORT, AIDE_REMOTE or a \
