@@ -423,45 +423,76 @@ async fn with_no_node_the_server_uses_the_projects_own_store() {
     s.cancel().await.unwrap();
 }
 
+/// A git repository and a home with no aide setup, whose default address is a free port.
+struct Project {
+    _tmp: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    home: std::path::PathBuf,
+    addr: String,
+}
+
+impl Project {
+    fn new() -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("webshop");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        // The default address, moved to a free port for the test.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        Project {
+            _tmp: tmp,
+            repo,
+            home,
+            addr,
+        }
+    }
+
+    /// An aide command run in the repository, as its developer would.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(common::aide_bin());
+        c.args(args)
+            .current_dir(&self.repo)
+            .env_remove("AIDE_REMOTE")
+            .env_remove("AIDE_PROJECT")
+            .env_remove("AIDE_DATA_DIR")
+            .env("AIDE_LOCAL_ADDR", &self.addr)
+            .env("HOME", &self.home)
+            .env("AIDE_CONFIG", self.home.join(".aide/config.yaml"));
+        c
+    }
+
+    /// A Claude Code session's MCP server in the repository.
+    async fn session(&self) -> Session {
+        let transport = TokioChildProcess::new(self.command(&["mcp"])).expect("spawn aide mcp");
+        ().serve(transport).await.expect("initialize")
+    }
+
+    /// `aide state get KEY` in the repository: its output.
+    async fn state_get(&self, key: &str) -> String {
+        let out = self.command(&["state", "get", key]).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 /// Two Claude Code sessions in one project with no node configured: the first serves the
 /// project's store at the default address, the second goes through it; when the first ends,
 /// the second takes the store over and goes on, and CLI commands go through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_session_takes_the_store_over_when_the_first_ends() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("webshop");
-    std::fs::create_dir_all(repo.join(".git")).unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    // The default address, moved to a free port for the test.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let local = |c: &mut tokio::process::Command| {
-        c.current_dir(&repo)
-            .env_remove("AIDE_REMOTE")
-            .env_remove("AIDE_PROJECT")
-            .env_remove("AIDE_DATA_DIR")
-            .env("AIDE_LOCAL_ADDR", &addr)
-            .env("HOME", &home)
-            .env("AIDE_CONFIG", home.join(".aide/config.yaml"));
-    };
-    let start = || async {
-        let transport = TokioChildProcess::new(
-            tokio::process::Command::new(common::aide_bin()).configure(|c| {
-                c.arg("mcp");
-                local(c);
-            }),
-        )
-        .expect("spawn aide mcp");
-        let s: Session = ().serve(transport).await.expect("initialize");
-        s
-    };
-    let first = start().await;
+    let p = Project::new();
+    let first = p.session().await;
     ok(&first, "state_set", json!({"key": "k", "value": "v1"})).await;
-    let second = start().await;
+    let second = p.session().await;
     let got = ok(&second, "state_get", json!({"key": "k"})).await;
     assert!(got.contains("v1"), "{got}");
     first.cancel().await.unwrap();
@@ -482,51 +513,20 @@ async fn a_second_session_takes_the_store_over_when_the_first_ends() {
     assert!(got.contains("v1"), "{got}");
     ok(&second, "state_set", json!({"key": "k", "value": "v2"})).await;
     // A CLI command in the project goes through the second session's node.
-    let mut cli = tokio::process::Command::new(common::aide_bin());
-    cli.args(["state", "get", "k"]);
-    local(&mut cli);
-    let out = cli.output().await.unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "v2",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(p.state_get("k").await, "v2");
     second.cancel().await.unwrap();
     // Its node stopped with the session, the write kept: a command opens the store itself.
-    let mut cli = tokio::process::Command::new(common::aide_bin());
-    cli.args(["state", "get", "k"]);
-    local(&mut cli);
-    let out = cli.output().await.unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "v2",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(p.state_get("k").await, "v2");
 }
 
 /// A node a person started with `aide serve` is theirs: a session going through it does not
 /// take the store over when it stops, so starting it again works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_leaves_a_stopped_aide_serve_to_its_owner() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("webshop");
-    std::fs::create_dir_all(repo.join(".git")).unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let p = Project::new();
     let serve = || {
-        let mut c = std::process::Command::new(common::aide_bin());
-        c.arg("serve")
-            .current_dir(&repo)
-            .env("AIDE_LOCAL_ADDR", &addr)
-            .env("HOME", &home)
-            .stdout(std::process::Stdio::piped())
+        let mut c = p.command(&["serve"]).into_std();
+        c.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         let mut child = c.spawn().unwrap();
         let mut line = String::new();
@@ -539,19 +539,7 @@ async fn a_session_leaves_a_stopped_aide_serve_to_its_owner() {
         child
     };
     let mut node = serve();
-    let transport = TokioChildProcess::new(
-        tokio::process::Command::new(common::aide_bin()).configure(|c| {
-            c.arg("mcp")
-                .current_dir(&repo)
-                .env_remove("AIDE_REMOTE")
-                .env_remove("AIDE_PROJECT")
-                .env("AIDE_LOCAL_ADDR", &addr)
-                .env("HOME", &home)
-                .env("AIDE_CONFIG", home.join(".aide/config.yaml"));
-        }),
-    )
-    .expect("spawn aide mcp");
-    let s: Session = ().serve(transport).await.expect("initialize");
+    let s = p.session().await;
     ok(&s, "state_set", json!({"key": "k", "value": "v"})).await;
     node.kill().unwrap();
     node.wait().unwrap();
