@@ -373,11 +373,7 @@ fn task_verbs() {
 fn cluster_status_with_nothing_configured_says_where_nodes_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     // The default address, moved to a port where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let closed = common::free_addr();
     let out = std::process::Command::new(common::aide_bin())
         .args(["cluster", "status"])
         .current_dir(tmp.path())

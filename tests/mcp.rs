@@ -439,11 +439,7 @@ impl Project {
         let home = tmp.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
         // The default address, moved to a free port for the test.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string();
+        let addr = common::free_addr();
         Project {
             _tmp: tmp,
             repo,

@@ -50,10 +50,25 @@ pub fn session_serves_this_store() -> bool {
     super::serve::default_data_dir().join(SESSION_MARK).exists()
 }
 
-/// Forgets that a session serves this project's store (its node stopped, or a person's
-/// `aide serve` took the store).
+/// Forgets that a session serves this project's store (a person's `aide serve` took it).
 pub fn unmark_session() {
     let _ = std::fs::remove_file(super::serve::default_data_dir().join(SESSION_MARK));
+}
+
+/// The in-process node on the project's store, and whether it marked the store as a session's
+/// ([`SESSION_MARK`]); stopping it removes the mark it made.
+pub struct LocalNode {
+    pub running: RunningNode,
+    marked: Option<std::path::PathBuf>,
+}
+
+impl LocalNode {
+    pub async fn shutdown(self) {
+        self.running.shutdown().await;
+        if let Some(mark) = self.marked {
+            let _ = std::fs::remove_file(mark);
+        }
+    }
 }
 
 /// A session (MCP) that goes through another session's node at the default address, serving
@@ -64,7 +79,7 @@ pub fn unmark_session() {
 /// person started with `aide serve`, or one serving another project's store, is not taken
 /// over: it is theirs to restart.
 pub struct Standby {
-    task: tokio::task::JoinHandle<Option<RunningNode>>,
+    task: tokio::task::JoinHandle<Option<LocalNode>>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -84,12 +99,12 @@ impl Standby {
                 }
                 // Only at the default address: anywhere else its client would not find it.
                 match start(Some(Some(default_addr()))).await {
-                    Ok(running) => {
+                    Ok(node) => {
                         tracing::info!(
-                            addr = %running.local_addr,
+                            addr = %node.running.local_addr,
                             "the session this one went through ended: serving the project's store"
                         );
-                        return Some(running);
+                        return Some(node);
                     }
                     // Another session took it (the store or the address): go on through it.
                     Err(e) if !told => {
@@ -109,10 +124,7 @@ impl Standby {
         // A start under way waits for the store (up to STORE_WAIT) when another process holds
         // it: the session that ends does not wait for that (it ends the process).
         match tokio::time::timeout(Duration::from_secs(1), &mut self.task).await {
-            Ok(Ok(Some(running))) => {
-                running.shutdown().await;
-                unmark_session();
-            }
+            Ok(Ok(Some(node))) => node.shutdown().await,
             Ok(_) => {}
             Err(_) => self.task.abort(),
         }
@@ -122,7 +134,7 @@ impl Standby {
 /// Starts the in-process node on the project's store. A command's node listens on a free port;
 /// a session's (`long_lived`) on the address it names, else on the default address when that
 /// is free (and marks the store as a session's, [`SESSION_MARK`], when at the default address).
-pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, CliError> {
+pub async fn start(long_lived: Option<Option<String>>) -> Result<LocalNode, CliError> {
     let data_dir = super::serve::default_data_dir();
     super::serve::keep_out_of_git(&data_dir);
     let session = long_lived.is_some();
@@ -141,11 +153,11 @@ pub async fn start(long_lived: Option<Option<String>>) -> Result<RunningNode, Cl
     loop {
         match node::start(config.clone()).await {
             Ok(running) => {
-                if session && listen == default_addr() {
-                    // Best effort: without it, other sessions only do not stand by.
-                    let _ = std::fs::write(data_dir.join(SESSION_MARK), listen.as_bytes());
-                }
-                return Ok(running);
+                // Best effort: without it, other sessions only do not stand by.
+                let marked = (session && listen == default_addr())
+                    .then(|| data_dir.join(SESSION_MARK))
+                    .filter(|mark| std::fs::write(mark, listen.as_bytes()).is_ok());
+                return Ok(LocalNode { running, marked });
             }
             Err(StartError::Store(StoreError::InUse(_))) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -230,14 +230,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Whether nodes are named (`--remote`, `AIDE_REMOTE`, or peers in the config file), rather than
+/// looked for at the default address.
+fn configured(g: &Global) -> Result<bool, CliError> {
+    Ok(g.remote.is_some() || client_file()?.peers().is_some())
+}
+
 /// A command that needs a node (cluster, auth, audit) and reached none, with none configured:
 /// says where nodes are named.
 fn unconfigured(g: &Global, result: Result<(), CliError>) -> Result<(), CliError> {
     match result {
         Err(CliError::Client(e))
             if e.message.starts_with(crate::client::NONE_REACHABLE)
-                && g.remote.is_none()
-                && client_file().is_ok_and(|f| f.peers().is_none()) =>
+                && configured(g).is_ok_and(|named| !named) =>
         {
             Err(CliError::Failed(format!(
                 "{}; no node is configured, so the default address was tried: start one with \
@@ -253,7 +258,7 @@ fn unconfigured(g: &Global, result: Result<(), CliError>) -> Result<(), CliError
 /// The client of a data command, and the in-process node it talks to in local-first use.
 struct Session {
     client: Client,
-    local: Option<crate::node::RunningNode>,
+    local: Option<local::LocalNode>,
     /// A session going through another process's node at the default address.
     standby: Option<local::Standby>,
 }
@@ -263,7 +268,7 @@ impl Session {
     /// address, starts a node on the project's own store (see [`local`]). `long_lived` is
     /// set for a session (MCP), with where its node should listen if not the default address.
     async fn open(g: &Global, long_lived: Option<Option<String>>) -> Result<Session, CliError> {
-        let configured = g.remote.is_some() || client_file()?.peers().is_some();
+        let configured = configured(g)?;
         if configured || local::default_node_answers().await {
             let client = client(g).await?;
             // A session without a node of its own only because another session serves this
@@ -277,16 +282,16 @@ impl Session {
                 standby,
             });
         }
-        let running = local::start(long_lived).await?;
+        let node = local::start(long_lived).await?;
         let config = ClientConfig {
-            endpoints: vec![running.local_addr.to_string()],
+            endpoints: vec![node.running.local_addr.to_string()],
             project: project(g)?,
             api_key: transport(g)?,
             ..ClientConfig::default()
         };
         Ok(Session {
             client: Client::new(config)?,
-            local: Some(running),
+            local: Some(node),
             standby: None,
         })
     }
@@ -298,12 +303,8 @@ impl Session {
             standby.finish().await;
         }
         match self.local {
-            Some(running) => {
-                let at_default = running.local_addr.to_string() == local::default_addr();
-                running.shutdown().await;
-                if at_default {
-                    local::unmark_session();
-                }
+            Some(node) => {
+                node.shutdown().await;
                 result
             }
             None => remembering(&self.client, result),

@@ -533,6 +533,16 @@ pub enum TaskRef<T> {
     Many(usize),
 }
 
+impl<T> TaskRef<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> TaskRef<U> {
+        match self {
+            TaskRef::One(t) => TaskRef::One(f(t)),
+            TaskRef::None => TaskRef::None,
+            TaskRef::Many(n) => TaskRef::Many(n),
+        }
+    }
+}
+
 /// Whether `id` has the shape of a whole task id (16 hex digits). A write can name such an id
 /// as it is: the write, applied through the leader, says whether the task exists, where a read
 /// first (served stale, perhaps) could miss a task created a moment ago.
@@ -567,11 +577,7 @@ impl Client {
         if is_whole_task_id(id) {
             return Ok(TaskRef::One(id.to_string()));
         }
-        Ok(match self.resolve_task(id).await? {
-            TaskRef::One(task) => TaskRef::One(task.id),
-            TaskRef::None => TaskRef::None,
-            TaskRef::Many(n) => TaskRef::Many(n),
-        })
+        Ok(self.resolve_task(id).await?.map(|task| task.id))
     }
 }
 

@@ -218,6 +218,16 @@ impl Drop for NodeProc {
     }
 }
 
+/// An address on 127.0.0.1 where nothing listens (a port the system just handed out and took
+/// back).
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
 /// A client of `endpoints`.
 pub fn client_for(endpoints: &[String], project: &str, mode: ReadMode) -> Client {
     Client::new(ClientConfig {
